@@ -1,0 +1,96 @@
+"""Keras batches of stroke-5 sketches drawn from a utils.DataLoader."""
+
+import math
+
+import keras
+import numpy as np
+
+
+class SketchBatches(keras.utils.PyDataset):
+    """Serves (x, y) stroke-5 batches of a DataLoader to ``model.fit``.
+
+    The order of the sketches is a permutation drawn from ``[seed, epoch]`` and the
+    augmentation of batch i from ``[seed, epoch, i]``, so a batch depends only on
+    (seed, epoch, i): it is the same whatever worker builds it and in whatever order,
+    and a run resumed at ``initial_epoch`` sees the batches that the uninterrupted run
+    would have seen. ``epoch`` is set from outside, by ``callbacks.BatchEpoch`` at the start
+    of each epoch, from Keras's own epoch index: counting ``on_epoch_end`` calls would
+    not do, as Keras makes one more of them than there are epochs.
+
+    Args:
+        loader: ``utils.DataLoader`` holding the sketches.
+        batch_size: sketches per batch.
+        augment: apply the loader's random_scale / augment_strokes settings.
+        shuffle: draw a new order each epoch; False keeps the loader's order.
+        seed: non-negative int seeding order and augmentation.
+        steps_per_epoch: if given, serve at most this many batches per epoch.
+        drop_remainder: serve only full batches (training); False adds a last, smaller
+            batch so that validation and test see every sketch.
+        **kwargs: passed to ``keras.utils.PyDataset`` (workers, use_multiprocessing,
+            max_queue_size).
+    """
+
+    def __init__(
+        self,
+        loader,
+        batch_size,
+        augment=False,
+        shuffle=True,
+        seed=0,
+        steps_per_epoch=None,
+        drop_remainder=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.loader = loader
+        self.batch_size = batch_size
+        self.augment = augment
+        self.shuffle = shuffle
+        self.seed = seed
+        self.steps_per_epoch = steps_per_epoch
+        self.drop_remainder = drop_remainder
+        self.epoch = 0  # the epoch being served, set by callbacks.BatchEpoch
+        self._order_cache = None  # (epoch, permutation) of the last epoch asked for
+        if len(self) == 0:
+            raise ValueError(
+                f"{loader.name}: {len(loader)} sketches make no batch of "
+                f"batch_size={batch_size} (drop_remainder={drop_remainder})"
+            )
+
+    def __len__(self):
+        if self.drop_remainder:
+            num = len(self.loader) // self.batch_size
+        else:
+            num = math.ceil(len(self.loader) / self.batch_size)
+        if self.steps_per_epoch is not None:
+            num = min(num, self.steps_per_epoch)
+        return num
+
+    def _order(self, epoch):
+        """Returns the sketch order of ``epoch``."""
+        cached = self._order_cache  # one read: worker threads may replace it meanwhile
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(len(self.loader))
+        else:
+            order = np.arange(len(self.loader))
+        self._order_cache = (epoch, order)
+        return order
+
+    def __getitem__(self, i):
+        """Returns batch i of the current epoch as (x, y).
+
+        Returns:
+            x: float32 stroke-5 batch of shape (B, max_seq_len + 1, 5) starting with S0.
+            y: the targets x[:, 1:], shape (B, max_seq_len, 5).
+        """
+        if not 0 <= i < len(self):
+            raise IndexError(f"batch index {i} out of range for {len(self)} batches")
+        epoch = self.epoch
+        indices = self._order(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, epoch, i]) if self.augment else None
+        _, x, _ = self.loader.get_batch(indices, rng=rng, augment=self.augment)
+        y = x[:, 1:, :].copy()  # (B, T, 5)
+        return x, y

@@ -1,0 +1,210 @@
+"""Training callbacks: KL annealing, learning-rate decay, atomic checkpoints.
+
+Both schedules are functions of the global step (the optimizer's `iterations`, which every
+checkpoint stores), so a resumed run continues them exactly with no counter to restore.
+"""
+
+import glob
+import json
+import math
+import os
+import re
+
+import keras
+import numpy as np
+
+
+def learning_rate_at(step, hps):
+    """lr = (lr - min_lr) * decay_rate**step + min_lr, the official per-minibatch decay."""
+    return (hps.learning_rate - hps.min_learning_rate) * hps.decay_rate**step + hps.min_learning_rate
+
+
+def kl_weight_at(step, hps):
+    """w_KL = kl_weight - (kl_weight - kl_weight_start) * kl_decay_rate**step (eq. 12 annealing)."""
+    return hps.kl_weight - (hps.kl_weight - hps.kl_weight_start) * hps.kl_decay_rate**step
+
+
+def global_step(model):
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+class LearningRateDecay(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate before each minibatch from the global step; logs `lr`."""
+
+    def __init__(self, hps):
+        super().__init__()
+        self.hps = hps
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate.assign(learning_rate_at(global_step(self.model), self.hps))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class KLWeightAnnealing(keras.callbacks.Callback):
+    """Sets the `latent` layer's KL weight before each minibatch from the global step; logs `kl_weight`."""
+
+    def __init__(self, hps):
+        super().__init__()
+        self.hps = hps
+
+    def _variable(self):
+        return self.model.get_layer("latent").kl_weight
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.hps.conditional:
+            self._variable().assign(kl_weight_at(global_step(self.model), self.hps))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.hps.conditional:
+            logs["kl_weight"] = float(keras.ops.convert_to_numpy(self._variable()))
+
+
+class BatchEpoch(keras.callbacks.Callback):
+    """Tells a `batch_generator.SketchBatches` which epoch is starting (Keras's index, which
+    counts from --initial_epoch), so its shuffle and augmentation follow the epoch."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.epoch = epoch
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------
+
+CHECKPOINT_PATTERN = re.compile(r"ckpt-epoch(\d+)-step(\d+)\.weights\.h5$")
+
+
+def checkpoint_name(epochs_done, step):
+    """File name of the checkpoint taken at global `step` after `epochs_done` whole epochs."""
+    return f"ckpt-epoch{epochs_done:04d}-step{step:08d}.weights.h5"
+
+
+def save_atomically(model, path):
+    """Writes the model's weights and optimizer state to `path` via a temporary file and rename.
+
+    A crash or Ctrl-C during the write leaves the old file (or none) in place, never half
+    a file: the rename is the only step that makes the new checkpoint visible.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        model.save_weights(temporary)
+        with open(temporary, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_json_atomically(data, path):
+    """Writes `data` as JSON to `path` via a temporary file and rename."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+def list_checkpoints(directory):
+    """The run's step checkpoints as (step, epoch, path), oldest first."""
+    found = []
+    for path in glob.glob(os.path.join(directory, "ckpt-*.weights.h5")):
+        match = CHECKPOINT_PATTERN.search(os.path.basename(path))
+        if match:
+            found.append((int(match.group(2)), int(match.group(1)), path))
+    return sorted(found)
+
+
+def weights_are_finite(model):
+    return all(np.all(np.isfinite(keras.ops.convert_to_numpy(v))) for v in model.weights)
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Saves weights + optimizer state atomically every `save_every` minibatches and each epoch.
+
+    Files are `checkpoints/ckpt-epochEEEE-stepSSSSSSSS.weights.h5` (the number of epochs
+    finished when it was saved, which is the `--initial_epoch` to resume at, and the global
+    step); the newest `keep` are kept. `best.weights.h5` holds the
+    model with the lowest validation loss so far, and `best.json` its loss and step, so a
+    resumed run keeps comparing against it. A checkpoint whose weights are not finite is
+    never written: training stops instead, naming the last good checkpoint.
+
+    Args:
+        directory: the run's checkpoints folder.
+        save_every: minibatches between checkpoints; 0 saves only at the end of each epoch.
+        keep: how many step checkpoints to keep.
+        monitor: the validation metric that decides the best model.
+    """
+
+    def __init__(self, directory, save_every=0, keep=3, monitor="val_loss"):
+        super().__init__()
+        self.directory = directory
+        self.save_every = save_every
+        self.keep = keep
+        self.monitor = monitor
+        self.epoch = 0
+        self.last_saved = None
+        self.stopped_on_nan = False
+        existing = list_checkpoints(directory)
+        if existing:
+            self.last_saved = existing[-1][2]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch  # epochs finished so far
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self._stop_on_nan(f"the training loss became {loss}")
+            return
+        if self.save_every:
+            step = global_step(self.model)
+            if step % self.save_every == 0:
+                self._save_step(step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.stop_training:
+            return
+        step = global_step(self.model)
+        self.epoch = epoch + 1
+        self._save_step(step)
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            return
+        best_path = os.path.join(self.directory, "best.json")
+        best = None
+        if os.path.exists(best_path):
+            with open(best_path) as f:
+                best = json.load(f).get(self.monitor)
+        if best is None or float(value) < best:
+            save_atomically(self.model, os.path.join(self.directory, "best.weights.h5"))
+            write_json_atomically({self.monitor: float(value), "step": step, "epoch": epoch + 1},
+                                  best_path)
+
+    def _save_step(self, step):
+        if not weights_are_finite(self.model):
+            self._stop_on_nan("the weights are no longer finite")
+            return
+        path = os.path.join(self.directory, checkpoint_name(self.epoch, step))
+        save_atomically(self.model, path)
+        self.last_saved = path
+        for _, _, old in list_checkpoints(self.directory)[:-self.keep]:
+            os.remove(old)
+
+    def _stop_on_nan(self, reason):
+        self.model.stop_training = True
+        self.stopped_on_nan = True
+        last = self.last_saved or "none was written yet"
+        print(f"\nStopping: {reason} at step {global_step(self.model)}; nothing was saved "
+              f"after it. Last good checkpoint: {last}")

@@ -1,0 +1,269 @@
+"""Train Sketch-RNN from the terminal.
+
+Usage:
+    python seq2seqVAE_train.py --data_dir=datasets --data_set=aaron_sheep \\
+        --experiment_dir=experiments/sheep [--hparams="batch_size=100,epochs=50"]
+
+    # resume: the same command plus a checkpoint and the number of epochs it had finished
+    python seq2seqVAE_train.py ... --initial_epoch=3 \
+        --checkpoint=experiments/sheep/checkpoints/ckpt-epoch0003-step00000222.weights.h5
+    # or let it pick the newest complete checkpoint of the run folder and its epoch
+    python seq2seqVAE_train.py ... --checkpoint=experiments/sheep
+
+A missing data set that is a QuickDraw category (cat, guitar, ...) or aaron_sheep, kanji or
+omniglot is downloaded into --data_dir first. The run folder gets model_config.json,
+checkpoints/ (weights + optimizer state, written atomically), logs/training_log.csv,
+logs/tensorboard/ and, at the end, test_losses.json.
+"""
+
+import argparse
+import os
+import sys
+
+BASE_OVERRIDABLE_ON_RESUME = ("epochs", "steps_per_epoch", "save_every")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Train Sketch-RNN (a seq2seq VAE for stroke sketches) on .npz stroke-3 data.")
+    parser.add_argument("--data_dir", default="datasets",
+                        help="folder of <name>.npz data sets; missing known sets are downloaded here")
+    parser.add_argument("--data_set", default="aaron_sheep",
+                        help="data set name or comma list (cat,guitar), merged as in the official code")
+    parser.add_argument("--experiment_dir", default=None,
+                        help="run folder for config, checkpoints and logs "
+                             "(default: experiments/<data_set>)")
+    parser.add_argument("--hparams", default="",
+                        help='comma-separated overrides, e.g. "batch_size=50,enc_rnn_size=128"')
+    parser.add_argument("--checkpoint", default=None,
+                        help="resume from this checkpoint file, or from the newest complete "
+                             "one in this run folder")
+    parser.add_argument("--initial_epoch", type=int, default=None,
+                        help="number of epochs the checkpoint had finished "
+                             "(read from its name if omitted)")
+    parser.add_argument("--base_url", default=None,
+                        help="download data sets from this base URL instead of the public ones")
+    parser.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2],
+                        help="Keras verbosity: 1 progress bar, 2 one line per epoch "
+                             "(default: a bar on a terminal, lines otherwise)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        run = prepare(args)
+    except (ValueError, OSError, RuntimeError) as err:
+        # Everything here is about the user's files, flags and hparams: one line, no traceback.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return train(args, **run)
+
+
+def prepare(args):
+    """Checks flags, hparams, run folder and data; returns what `train` needs."""
+    import utils  # imported here so that --help is instant
+
+    experiment_dir = args.experiment_dir or os.path.join("experiments", args.data_set.replace(",", "_"))
+    check_experiment_dir(experiment_dir)
+    config_path = os.path.join(experiment_dir, "model_config.json")
+
+    from seq2seqVAE import HParams, load_config
+
+    checkpoint, initial_epoch = None, 0
+    if args.checkpoint:
+        if not os.path.exists(config_path):
+            raise ValueError(f"--checkpoint: {config_path} is missing, so there is no run to resume "
+                             "in --experiment_dir")
+        stored_hps, stored = load_config(experiment_dir)
+        hps = HParams.parse(args.hparams, base=stored_hps)
+        check_same_model(stored_hps, hps, config_path)
+        checkpoint, initial_epoch = find_checkpoint(args.checkpoint, args.initial_epoch)
+        scale_factor = stored["scale_factor"]
+        data_sets = stored["data_set"]
+        if args.data_set and sorted(args.data_set.split(",")) != sorted(data_sets):
+            raise ValueError(f"--data_set: the run in {experiment_dir} was trained on "
+                             f"{','.join(data_sets)}, not {args.data_set}")
+    else:
+        if os.path.exists(config_path):
+            raise ValueError(f"--experiment_dir: {experiment_dir} already holds a run; resume it with "
+                             f"--checkpoint={experiment_dir} or choose a new folder")
+        hps = HParams.parse(args.hparams)
+        scale_factor = None
+        data_sets = [name.strip() for name in args.data_set.split(",") if name.strip()]
+
+    train_strokes, valid_strokes, test_strokes = utils.load_strokes(
+        args.data_dir, ",".join(data_sets), base_url=args.base_url)
+    loaders = {}
+    for name, strokes in (("train", train_strokes), ("valid", valid_strokes), ("test", test_strokes)):
+        loaders[name] = utils.DataLoader(
+            strokes, batch_size=hps.batch_size, max_seq_len=hps.max_seq_len,
+            random_scale_factor=hps.random_scale_factor if name == "train" else 0.0,
+            augment_stroke_prob=hps.augment_stroke_prob if name == "train" else 0.0, name=name)
+        if len(loaders[name]) == 0:
+            raise ValueError(f"--data_set: every {name} sketch of {','.join(data_sets)} is longer than "
+                             f"max_seq_len={hps.max_seq_len}; raise it with --hparams=max_seq_len=N")
+    if scale_factor is None:
+        scale_factor = float(loaders["train"].calculate_normalizing_scale_factor())
+    for loader in loaders.values():
+        loader.normalize(scale_factor)
+    if len(loaders["train"]) < hps.batch_size:
+        raise ValueError(f"--hparams: batch_size={hps.batch_size} is larger than the "
+                         f"{len(loaders['train'])} training sketches")
+    return dict(hps=hps, loaders=loaders, scale_factor=scale_factor, data_sets=data_sets,
+                experiment_dir=experiment_dir, checkpoint=checkpoint, initial_epoch=initial_epoch)
+
+
+def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoint, initial_epoch):
+    """Builds the model, trains with checkpoints, then evaluates on the test split."""
+    import keras
+
+    from batch_generator import SketchBatches
+    from callbacks import BatchEpoch, Checkpoint, KLWeightAnnealing, LearningRateDecay, write_json_atomically
+    from seq2seqVAE import build_model, compile_model
+
+    config_path = os.path.join(experiment_dir, "model_config.json")
+    checkpoint_dir = os.path.join(experiment_dir, "checkpoints")
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    os.makedirs(os.path.join(experiment_dir, "logs"), exist_ok=True)
+    if checkpoint is None:
+        config = {
+            "hparams": hps.to_dict(),
+            "scale_factor": scale_factor,
+            "max_seq_len": hps.max_seq_len,
+            "data_set": data_sets,
+            "num_sketches": {name: len(loader) for name, loader in loaders.items()},
+            "keras_version": keras.__version__,
+            "backend": keras.backend.backend(),
+        }
+        write_json_atomically(config, config_path)
+
+    keras.utils.set_random_seed(hps.seed)
+    model = compile_model(build_model(hps), hps)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+
+    train_batches = SketchBatches(loaders["train"], hps.batch_size, augment=True, shuffle=True,
+                                  seed=hps.seed, steps_per_epoch=hps.steps_per_epoch or None)
+    valid_batches = SketchBatches(loaders["valid"], hps.batch_size, shuffle=False, drop_remainder=False)
+    test_batches = SketchBatches(loaders["test"], hps.batch_size, shuffle=False, drop_remainder=False)
+
+    checkpointer = Checkpoint(checkpoint_dir, save_every=hps.save_every)
+    callbacks = [
+        BatchEpoch(train_batches),
+        LearningRateDecay(hps),
+        KLWeightAnnealing(hps),
+        checkpointer,
+        keras.callbacks.CSVLogger(os.path.join(experiment_dir, "logs", "training_log.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(experiment_dir, "logs", "tensorboard")),
+    ]
+    print(f"Training on {len(loaders['train'])} sketches of {','.join(data_sets)} "
+          f"({len(train_batches)} steps per epoch, scale factor {scale_factor:.4f}); "
+          f"run folder {experiment_dir}" + (f"; resuming from {checkpoint}" if checkpoint else ""))
+    try:
+        # shuffle=False: SketchBatches shuffles itself, from (seed, epoch), so that a resumed
+        # run sees the same batches in the same order; Keras's own shuffle would not.
+        model.fit(train_batches, validation_data=valid_batches, epochs=hps.epochs,
+                  initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
+                  verbose="auto" if args.verbose is None else args.verbose)
+    except KeyboardInterrupt:
+        print_resume_hint(args, experiment_dir, checkpointer.last_saved)
+        return 130
+    if checkpointer.stopped_on_nan:
+        return 1
+
+    test_losses = model.evaluate(test_batches, return_dict=True, verbose=0)
+    write_json_atomically(test_losses, os.path.join(experiment_dir, "test_losses.json"))
+    print("Test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(test_losses.items())))
+    return 0
+
+
+def check_experiment_dir(path):
+    """One-line errors for a run folder that is a file or cannot be written."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--experiment_dir: {path} is a file, expected a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as err:
+        raise ValueError(f"--experiment_dir: cannot write to {path} ({err.strerror})") from None
+
+
+def check_same_model(stored, requested, config_path):
+    """Resuming may change only the run length and checkpoint interval, not the model."""
+    for key, value in requested.to_dict().items():
+        if key not in BASE_OVERRIDABLE_ON_RESUME and getattr(stored, key) != value:
+            raise ValueError(f"--hparams: {key}={value} does not match the run being resumed "
+                             f"({key}={getattr(stored, key)} in {config_path})")
+
+
+def find_checkpoint(path, initial_epoch):
+    """Resolves --checkpoint to a loadable file and the epoch to resume at.
+
+    A run folder (or its checkpoints/ folder) means its newest checkpoint that loads; a file
+    must load. Without --initial_epoch the epoch is read from the file name, which counts the
+    epochs finished when it was saved: a checkpoint taken mid-epoch resumes at the start of
+    that epoch, with the global step (and so the schedules) where the checkpoint left them.
+    """
+    from callbacks import CHECKPOINT_PATTERN, list_checkpoints
+
+    if os.path.isdir(path):
+        folder = path if not os.path.isdir(os.path.join(path, "checkpoints")) else os.path.join(
+            path, "checkpoints")
+        candidates = [p for _, _, p in reversed(list_checkpoints(folder))]
+        for candidate in candidates:
+            if checkpoint_is_complete(candidate):
+                path = candidate
+                break
+            print(f"warning: skipping incomplete checkpoint {candidate}", file=sys.stderr)
+        else:
+            raise ValueError(f"--checkpoint: no complete checkpoint in {folder}")
+    elif not os.path.exists(path):
+        raise ValueError(f"--checkpoint: {path} does not exist")
+    elif not checkpoint_is_complete(path):
+        raise ValueError(f"--checkpoint: {path} is truncated or not a checkpoint of this project")
+    if initial_epoch is None:
+        match = CHECKPOINT_PATTERN.search(os.path.basename(path))
+        if not match:
+            raise ValueError(f"--initial_epoch is needed: {path} has no epoch in its name")
+        initial_epoch = int(match.group(1))
+    if initial_epoch < 0:
+        raise ValueError(f"--initial_epoch must be >= 0, got {initial_epoch}")
+    return path, initial_epoch
+
+
+def checkpoint_is_complete(path):
+    """True if `path` is a readable HDF5 weights file with model and optimizer state."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "layers" in f and "optimizer" in f
+    except OSError:
+        return False
+
+
+def load_checkpoint(model, path):
+    """Loads weights and optimizer state (including the global step) into a compiled model."""
+    model.optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"--checkpoint: {path} does not fit this model ({first})") from None
+
+
+def print_resume_hint(args, experiment_dir, last_saved):
+    if not last_saved:
+        print("\nInterrupted before the first checkpoint; nothing to resume.", file=sys.stderr)
+        return
+    command = " ".join(a for a in sys.argv if not a.startswith(("--checkpoint", "--initial_epoch")))
+    print(f"\nInterrupted. The last checkpoint is intact: {last_saved}\n"
+          f"Resume with: python {command} --checkpoint={experiment_dir}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The training command end to end on the real aaron_sheep data, in subprocesses."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ("enc_rnn_size=16,dec_rnn_size=32,z_size=8,num_mixture=4,batch_size=20,"
+        "steps_per_epoch=4,max_seq_len=250")
+
+pytestmark = pytest.mark.slow
+
+
+def run_train(shared_datasets, experiment_dir, *flags, check=True, timeout=600):
+    command = [sys.executable, str(REPO / "seq2seqVAE_train.py"), f"--data_dir={shared_datasets}",
+               "--data_set=aaron_sheep", f"--experiment_dir={experiment_dir}", "--verbose=2", *flags]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    if check and result.returncode != 0:
+        raise AssertionError(f"training failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def read_log(experiment_dir):
+    with open(Path(experiment_dir) / "logs" / "training_log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def optimizer_step(checkpoint):
+    with h5py.File(checkpoint, "r") as f:
+        return int(np.asarray(f["optimizer/vars/0"]))  # Adam's iterations come first
+
+
+def newest_checkpoint(experiment_dir):
+    return sorted((Path(experiment_dir) / "checkpoints").glob("ckpt-*.weights.h5"))[-1]
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(shared_datasets, tmp_path_factory):
+    experiment_dir = tmp_path_factory.mktemp("straight")
+    result = run_train(shared_datasets, experiment_dir, f"--hparams={TINY},epochs=2")
+    return experiment_dir, result
+
+
+def test_run_folder_holds_config_checkpoints_logs_and_test_losses(two_epoch_run, shared_datasets):
+    experiment_dir, result = two_epoch_run
+    config = json.loads((experiment_dir / "model_config.json").read_text())
+    assert config["hparams"]["dec_rnn_size"] == 32 and config["data_set"] == ["aaron_sheep"]
+    # The scale factor is the std of the training offsets (clamped to +-1000), computed here
+    # independently from the raw file.
+    with np.load(shared_datasets / "aaron_sheep.npz", allow_pickle=True, encoding="latin1") as data:
+        offsets = np.concatenate([s[:, :2] for s in data["train"] if len(s) <= 250])
+    assert config["scale_factor"] == pytest.approx(np.std(np.clip(offsets, -1000, 1000)), rel=1e-5)
+    rows = read_log(experiment_dir)
+    assert len(rows) == 2
+    for column in ("loss", "reconstruction_loss", "kl_loss", "val_loss", "val_reconstruction_loss",
+                   "val_kl_loss", "kl_weight", "lr"):
+        assert np.isfinite(float(rows[-1][column])), column
+    assert optimizer_step(newest_checkpoint(experiment_dir)) == 8
+    assert (experiment_dir / "checkpoints" / "best.weights.h5").exists()
+    test_losses = json.loads((experiment_dir / "test_losses.json").read_text())
+    assert set(test_losses) >= {"loss", "reconstruction_loss", "kl_loss"}
+    assert list((experiment_dir / "logs" / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert "Test:" in result.stdout
+
+
+def test_logged_schedules_follow_the_official_formulas(two_epoch_run):
+    experiment_dir, _ = two_epoch_run
+    last = read_log(experiment_dir)[-1]
+    step = 7  # the schedules were last set before the 8th minibatch
+    assert float(last["lr"]) == pytest.approx((1e-3 - 1e-5) * 0.9999**step + 1e-5, rel=1e-5)
+    assert float(last["kl_weight"]) == pytest.approx(0.5 - (0.5 - 0.01) * 0.99995**step, rel=1e-5)
+
+
+def test_resume_continues_exactly_where_the_run_stopped(two_epoch_run, shared_datasets, tmp_path):
+    straight_dir, _ = two_epoch_run
+    run_train(shared_datasets, tmp_path, f"--hparams={TINY},epochs=1")
+    first = newest_checkpoint(tmp_path)
+    assert optimizer_step(first) == 4
+    resumed = run_train(shared_datasets, tmp_path, "--hparams=epochs=2", f"--checkpoint={first}",
+                        "--initial_epoch=1")
+    assert "resuming from" in resumed.stdout
+    assert optimizer_step(newest_checkpoint(tmp_path)) == optimizer_step(newest_checkpoint(straight_dir))
+    straight, split = read_log(straight_dir), read_log(tmp_path)
+    assert [row["epoch"] for row in split] == ["0", "1"]
+    for column in ("lr", "kl_weight"):
+        assert float(split[1][column]) == pytest.approx(float(straight[1][column]), rel=1e-6)
+    # Same batches, same optimizer moments, same dropout and z noise: the same losses.
+    for column in ("loss", "reconstruction_loss", "kl_loss", "val_loss"):
+        assert float(split[1][column]) == pytest.approx(float(straight[1][column]), rel=1e-4), column
+
+
+def test_resume_from_the_run_folder_picks_the_newest_complete_checkpoint(two_epoch_run,
+                                                                         shared_datasets, tmp_path):
+    run_train(shared_datasets, tmp_path, f"--hparams={TINY},epochs=2")
+    newest = newest_checkpoint(tmp_path)
+    newest.write_bytes(newest.read_bytes()[:1000])  # a truncated file, as after a crash
+    result = run_train(shared_datasets, tmp_path, "--hparams=epochs=2", f"--checkpoint={tmp_path}")
+    assert "skipping incomplete checkpoint" in result.stderr
+    assert "ckpt-epoch0001-step00000004" in result.stdout
+
+
+def test_hparam_typo_is_a_one_line_error(tmp_path, shared_datasets):
+    result = run_train(shared_datasets, tmp_path / "run", "--hparams=dec_rnn_sise=64", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        result.stderr.strip().splitlines()[-1]] or "Traceback" not in result.stderr
+    assert "unknown hparam 'dec_rnn_sise'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_resume_with_another_model_is_refused(two_epoch_run, shared_datasets):
+    experiment_dir, _ = two_epoch_run
+    result = run_train(shared_datasets, experiment_dir, "--hparams=dec_rnn_size=64",
+                       f"--checkpoint={experiment_dir}", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "dec_rnn_size=64 does not match the run being resumed" in result.stderr
+
+
+def test_a_new_run_never_overwrites_an_existing_one(two_epoch_run, shared_datasets):
+    experiment_dir, _ = two_epoch_run
+    before = (experiment_dir / "model_config.json").read_bytes()
+    result = run_train(shared_datasets, experiment_dir, f"--hparams={TINY}", check=False)
+    assert result.returncode == 2 and "already holds a run" in result.stderr
+    assert (experiment_dir / "model_config.json").read_bytes() == before
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(shared_datasets, tmp_path):
+    command = [sys.executable, str(REPO / "seq2seqVAE_train.py"), f"--data_dir={shared_datasets}",
+               "--data_set=aaron_sheep", f"--experiment_dir={tmp_path}", "--verbose=2",
+               f"--hparams={TINY},epochs=1000,save_every=2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=REPO)
+    deadline = time.time() + 300
+    checkpoints = tmp_path / "checkpoints"
+    while time.time() < deadline and len(list(checkpoints.glob("ckpt-*.weights.h5"))) < 2:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "The last checkpoint is intact" in stderr and f"--checkpoint={tmp_path}" in stderr
+    assert not list(checkpoints.glob(".tmp-*"))
+    for checkpoint in checkpoints.glob("ckpt-*.weights.h5"):
+        with h5py.File(checkpoint, "r") as f:
+            assert "layers" in f and "optimizer" in f
