@@ -567,3 +567,489 @@ def compile_model(model, hps):
                                       clipvalue=hps.grad_clip if hps.grad_clip > 0 else None)
     model.compile(optimizer=optimizer)
     return model
+
+
+# ---- Drawing: sub-models and sampling ----
+#
+# What a trained model needs to draw: encoder and decoder sub-models that share its layers,
+# one sampling step of the mixture density with temperature, and `SketchRNNDrawer`, which
+# loads a run folder and samples whole batches of sketches in one compiled loop. Stroke
+# formats and pictures (SVG, PNG, GIF) live in utils.py.
+
+import utils  # noqa: E402  (imported with the section that uses it)
+
+
+def load_run(run_dir, checkpoint=None, jit_compile=True):
+    """Loads a run folder into a `SketchRNNDrawer`, rebuilding the model from its config alone.
+
+    Args:
+        run_dir: a folder holding model_config.json and checkpoints/, as written by
+            seq2seqVAE_train.py (or the model shipped in examples/).
+        checkpoint: the weights file to load; by default checkpoints/best.weights.h5, else
+            the newest checkpoints/ckpt-*.weights.h5. Optimizer state in it is not read.
+        jit_compile: compile the sampling loop with XLA (see `SketchRNNDrawer`).
+
+    Returns:
+        a SketchRNNDrawer holding the run's hparams, scale factor and data set names.
+
+    Raises:
+        FileNotFoundError: naming what is missing (config, checkpoint).
+        ValueError: naming the file, for a config or checkpoint that does not fit.
+    """
+    hps, config = load_config(run_dir)
+    config_path = os.path.join(run_dir, "model_config.json")
+    scale_factor = config.get("scale_factor")
+    if not isinstance(scale_factor, (int, float)) or not scale_factor > 0:
+        raise ValueError(f"{config_path}: expected a positive 'scale_factor', got {scale_factor!r}")
+    if checkpoint is None:
+        checkpoint = _default_checkpoint(run_dir)
+    elif not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
+    # An uncompiled model has no optimizer, so Keras loads the layers' weights and leaves
+    # the optimizer state of a training checkpoint unread.
+    model = build_model(hps)
+    try:
+        model.load_weights(checkpoint)
+    except (ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{checkpoint} does not fit the model of {config_path} ({first})") from None
+    return SketchRNNDrawer(model, scale_factor=float(scale_factor),
+                           data_sets=config.get("data_set", []), jit_compile=jit_compile)
+
+
+def _default_checkpoint(run_dir):
+    """checkpoints/best.weights.h5 if there is one, else the newest step checkpoint."""
+    from callbacks import list_checkpoints  # checkpoint names live beside the code writing them
+
+    folder = os.path.join(run_dir, "checkpoints")
+    best = os.path.join(folder, "best.weights.h5")
+    if os.path.isfile(best):
+        return best
+    found = list_checkpoints(folder)
+    if not found:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to draw with (expected "
+                                "checkpoints/best.weights.h5 or checkpoints/ckpt-*.weights.h5)")
+    return found[-1][2]
+
+
+def encoder_model(model):
+    """The encoder of a conditional SketchRNN as a model of its own, sharing its weights.
+
+    Args:
+        model: a SketchRNN from `build_model` with conditional=True.
+
+    Returns:
+        a keras.Model: stroke-5 sketches with the start token (B, T + 1, 5) ->
+        [z_mean, z_log_var], each (B, Nz) (the paper's mu and sigma-hat, eq. 2).
+    """
+    _require_conditional(model, "has no encoder")
+    return keras.Model(model.input, [model.get_layer("z_mean").output,
+                                     model.get_layer("z_log_var").output], name="encoder")
+
+
+def initial_state_model(model):
+    """z (B, Nz) -> [h0, c0], each (B, H): the decoder's initial state (eq. 4), shared weights."""
+    _require_conditional(model, "starts its decoder from zeros")
+    z = keras.Input((model.hps.z_size,), name="z")
+    return keras.Model(z, list(_initial_state(model, z)), name="initial_state")
+
+
+def decoder_model(model):
+    """The decoder over whole sequences (teacher forcing), sharing the model's weights.
+
+    Args:
+        model: a SketchRNN from `build_model`.
+
+    Returns:
+        a keras.Model [inputs (B, T, 5), z (B, Nz)] -> params (B, T, 6M + 3), where inputs
+        are the points S_0 (the start token) .. S_{T-1}; it starts from `initial_state_model`'s
+        state. An unconditional model's decoder takes the inputs alone and starts from zeros.
+    """
+    hps = model.hps
+    lstm, head = model.get_layer("decoder_lstm"), model.get_layer("mixture_head")
+    inputs = keras.Input((None, 5), name="decoder_inputs")
+    if not hps.conditional:
+        outputs, _, _ = lstm(inputs)
+        return keras.Model(inputs, head(outputs), name="decoder")
+    z = keras.Input((hps.z_size,), name="z")
+    outputs, _, _ = lstm(inputs, constant=z, initial_state=list(_initial_state(model, z)))
+    return keras.Model([inputs, z], head(outputs), name="decoder")
+
+
+def decoder_step_model(model):
+    """One decoder step with its state as inputs and outputs, sharing the model's weights.
+
+    Args:
+        model: a SketchRNN from `build_model`.
+
+    Returns:
+        a keras.Model [point (B, 1, 5), z (B, Nz), h (B, H), c (B, H)] ->
+        [params (B, 1, 6M + 3), h, c]; unconditional models have no z input. Start from the
+        start token with `initial_state_model`'s state (zeros when unconditional).
+    """
+    hps = model.hps
+    lstm, head = model.get_layer("decoder_lstm"), model.get_layer("mixture_head")
+    point = keras.Input((1, 5), name="point")
+    h = keras.Input((hps.dec_rnn_size,), name="h")
+    c = keras.Input((hps.dec_rnn_size,), name="c")
+    if hps.conditional:
+        z = keras.Input((hps.z_size,), name="z")
+        outputs, _, new_c = lstm(point, constant=z, initial_state=[h, c])
+        inputs = [point, z, h, c]
+    else:
+        outputs, _, new_c = lstm(point, initial_state=[h, c])
+        inputs = [point, h, c]
+    # h is read from the step's output: SketchLSTM.compute_output_spec gives h and c one
+    # KerasTensor, so in a functional graph its second output carries c, not h.
+    new_h = outputs[:, 0]
+    return keras.Model(inputs, [head(outputs), new_h, new_c], name="decoder_step")
+
+
+def _initial_state(model, z):
+    # As `decoder_initial_state`: h0 is the first half of tanh(W_z z + b_z), c0 the second.
+    state = model.get_layer("decoder_init")(z)
+    size = model.hps.dec_rnn_size
+    return state[:, :size], state[:, size:]
+
+
+def _require_conditional(model, what):
+    if not model.hps.conditional:
+        raise ValueError(f"this model was trained with conditional=False: it {what}")
+
+
+def sample_stroke(params, num_mixture, noise, temperature, greedy):
+    """Draws the next stroke-5 point of each sketch from the decoder head's output.
+
+    Temperature tau as the paper defines it: the logits of the mixture weights and of the
+    pen states are divided by tau, and each Gaussian's variances sigma_x^2, sigma_y^2 are
+    multiplied by tau (so sigma by sqrt(tau)); rho is kept. magenta.js does the same. The
+    official Python `sample()` passes sqrt(tau) to `sample_gaussian_2d`, which multiplies
+    sigma by the square of its argument: sigma * tau, variances * tau^2. We follow the paper:
+    it is the published definition, and it makes tau = 1 the model's own distribution with
+    the offsets' and the choices' spread shrinking at the same rate. Below 1 the official
+    rule shrinks the offsets faster (at tau = 0.1, sigma * 0.1 against ours * 0.32).
+
+    Categories are drawn by inverse CDF, as the official `get_pi_idx`: the first index whose
+    cumulative probability reaches the uniform draw.
+
+    Args:
+        params: (B, 6M + 3), the mixture head's output for one step.
+        num_mixture: M.
+        noise: (B, 4): two U(0, 1) draws (mixture component, pen state) and two N(0, 1)
+            draws (the offset).
+        temperature: scalar or (B,), > 0.
+        greedy: bool; True takes the most likely component and pen state and the chosen
+            Gaussian's mean, ignoring noise and temperature.
+
+    Returns:
+        (B, 5) stroke-5 points (dx, dy, p1, p2, p3), the pen state one-hot.
+    """
+    coef = get_mixture_coef(params, num_mixture)
+    tau = ops.reshape(ops.cast(temperature, params.dtype), (-1, 1))  # (B, 1) or (1, 1)
+    component = _draw_one_hot(coef["pi_logits"], tau, noise[:, 0], greedy)  # (B, M)
+    pen = _draw_one_hot(coef["pen_logits"], tau, noise[:, 1], greedy)  # (B, 3)
+
+    def chosen(name):
+        return ops.sum(coef[name] * component, axis=-1)  # (B,)
+
+    rho = chosen("rho")
+    spread = ops.sqrt(tau[:, 0]) * (1.0 - ops.cast(greedy, params.dtype))
+    sigma_x = ops.exp(chosen("log_sigma_x")) * spread
+    sigma_y = ops.exp(chosen("log_sigma_y")) * spread
+    # Correlated normals: cov(dx, dy) = rho * sigma_x * sigma_y.
+    dx = chosen("mu_x") + sigma_x * noise[:, 2]
+    dy = chosen("mu_y") + sigma_y * (rho * noise[:, 2] + ops.sqrt(1.0 - ops.square(rho)) * noise[:, 3])
+    return ops.concatenate([ops.stack([dx, dy], axis=-1), pen], axis=-1)
+
+
+def _draw_one_hot(logits, tau, uniform, greedy):
+    """One-hot (B, K) of a draw from softmax(logits / tau) by inverse CDF, or of the argmax."""
+    size = logits.shape[-1]
+    cdf = ops.cumsum(ops.softmax(logits / tau, axis=-1), axis=-1)
+    drawn = ops.sum(ops.cast(cdf < ops.expand_dims(uniform, -1), "int32"), axis=-1)
+    drawn = ops.minimum(drawn, size - 1)  # the last cumulative sum may round to just below 1
+    index = ops.where(greedy, ops.cast(ops.argmax(logits, axis=-1), "int32"), drawn)
+    return ops.one_hot(index, size, dtype=logits.dtype)
+
+
+def lerp(z0, z1, t):
+    """Linear interpolation (1 - t) z0 + t z1; t a scalar or (S,) -> (Nz,) or (S, Nz)."""
+    z0, z1 = np.asarray(z0, np.float64), np.asarray(z1, np.float64)
+    t = np.asarray(t, np.float64)[..., None]
+    return ((1 - t) * z0 + t * z1).astype(np.float32)
+
+
+def slerp(z0, z1, t):
+    """Spherical interpolation (Shoemake 1985), as Magenta's sketch-rnn notebook uses.
+
+    Moves along the great circle between the directions of z0 and z1 while the norm goes
+    linearly between theirs, so intermediate points keep the norm typical of N(0, I)
+    samples instead of passing near the origin as `lerp` does. Falls back to `lerp` when
+    z0 and z1 point the same way.
+
+    Args:
+        z0, z1: (Nz,) latent vectors.
+        t: a scalar or (S,) positions in [0, 1].
+
+    Returns:
+        (Nz,) or (S, Nz) float32.
+    """
+    z0, z1 = np.asarray(z0, np.float64), np.asarray(z1, np.float64)
+    t = np.asarray(t, np.float64)[..., None]
+    cosine = np.dot(z0, z1) / (np.linalg.norm(z0) * np.linalg.norm(z1))
+    omega = np.arccos(np.clip(cosine, -1.0, 1.0))
+    if np.sin(omega) < 1e-6:
+        return lerp(z0, z1, t[..., 0])
+    return ((np.sin((1 - t) * omega) * z0 + np.sin(t * omega) * z1) / np.sin(omega)).astype(np.float32)
+
+
+def interpolate(z0, z1, steps, method="slerp"):
+    """`steps` latent vectors from z0 to z1 inclusive, (steps, Nz), by "slerp" or "lerp"."""
+    functions = {"slerp": slerp, "lerp": lerp}
+    if method not in functions:
+        raise ValueError(f"interpolation method must be 'slerp' or 'lerp', got {method!r}")
+    if steps < 2:
+        raise ValueError(f"an interpolation needs at least 2 steps, got {steps}")
+    return functions[method](z0, z1, np.linspace(0.0, 1.0, steps))
+
+
+class SketchRNNDrawer:
+    """A trained Sketch-RNN ready to draw: encode, decode, sample and interpolate sketches.
+
+    Sketches go in and come out as lists of stroke-3 arrays in the model's units (dx and dy
+    divided by `scale_factor`, as the DataLoader and `load_sketches` give them); the drawing
+    functions of utils.py take `scale_factor` to draw them at the data's size.
+
+    Sampling runs one compiled loop per call over the whole batch (`sample_stroke5`): the
+    decoder LSTM step on the decoder layer's own weights (the z part of its input projection
+    computed once), the mixture head and `sample_stroke`, until every sketch has drawn its end
+    token or max_seq_len points. Its random draws are made up front with NumPy, one stream
+    per sketch from `seed`, so a seeded call is reproducible and sketch i does not depend on
+    how many others are drawn with it.
+
+    Build it with `load_run(run_dir)`, or from a model in memory.
+
+    Args:
+        model: a SketchRNN from `build_model` holding trained weights.
+        scale_factor: the run's normalising scale factor (model_config.json).
+        data_sets: names of the run's data sets, for `load_sketches`.
+        jit_compile: compile the sampling loop with XLA (faster on this CPU; see
+            benchmarks/sampling_speed.py).
+
+    Attributes:
+        hps, scale_factor, data_sets, model; the sub-models `encoder` and `initial_state`
+        (None for an unconditional model), `decoder` and `decoder_step`.
+    """
+
+    def __init__(self, model, scale_factor=1.0, data_sets=(), jit_compile=True):
+        self.model = model
+        self.hps = model.hps
+        self.scale_factor = scale_factor
+        self.data_sets = list(data_sets)
+        self.jit_compile = jit_compile
+        self.encoder = encoder_model(model) if self.hps.conditional else None
+        self.initial_state = initial_state_model(model) if self.hps.conditional else None
+        self.decoder = decoder_model(model)
+        self.decoder_step = decoder_step_model(model)
+        self._sampling_loop = None  # compiled on first use, then reused by every call
+
+    # -- latent vectors --
+
+    def encode(self, sketches, sample=False, seed=None):
+        """Encodes stroke-3 sketches (model units) to latent vectors.
+
+        Args:
+            sketches: sequence of B (N_b, 3) arrays, N_b <= max_seq_len.
+            sample: False returns the posterior mean z_mean; True draws
+                z = z_mean + exp(z_log_var / 2) * N(0, I), as training does.
+            seed: seeds the draw when sample is True.
+
+        Returns:
+            (B, Nz) float32.
+        """
+        if self.encoder is None:
+            _require_conditional(self.model, "has no encoder")
+        batch = utils.to_stroke5(sketches, self.hps.max_seq_len)
+        z_mean, z_log_var = self.encoder.predict(batch, batch_size=self.hps.batch_size, verbose=0)
+        if not sample:
+            return z_mean
+        epsilon = np.random.default_rng(seed).standard_normal(z_mean.shape).astype(np.float32)
+        return z_mean + np.exp(z_log_var / 2) * epsilon
+
+    # -- drawing sketches --
+
+    def decode(self, z, temperature=1.0, greedy=False, seed=None, max_steps=None):
+        """Draws one sketch per latent vector.
+
+        Args:
+            z: (B, Nz) latent vectors.
+            temperature: tau > 0, one for all or (B,) one per sketch (see `sample_stroke`).
+            greedy: take the most likely choices and the means (deterministic).
+            seed: seeds the draws; None draws fresh ones.
+            max_steps: the most points a sketch may have; max_seq_len by default.
+
+        Returns:
+            list of B stroke-3 arrays (model units), each cut at its end token.
+        """
+        if not self.hps.conditional:
+            _require_conditional(self.model, "draws from no z: use sample(n)")
+        z = np.asarray(z, np.float32)
+        if z.ndim != 2 or z.shape[1] != self.hps.z_size:
+            raise ValueError(f"z must have shape (B, {self.hps.z_size}), got {z.shape}")
+        _, noise = self._random_draws(len(z), seed, max_steps, with_z=False)
+        stroke5 = self.sample_stroke5(z, noise, temperature, greedy)
+        return [utils.to_stroke3(s) for s in stroke5]
+
+    def sample(self, n, temperature=1.0, greedy=False, seed=None, max_steps=None):
+        """Draws n sketches unconditionally: from z ~ N(0, I), or from no z for a decoder-only model.
+
+        Args and Returns: as `decode`, for n sketches.
+        """
+        if n < 1:
+            raise ValueError(f"the number of sketches must be at least 1, got {n}")
+        z, noise = self._random_draws(n, seed, max_steps, with_z=self.hps.conditional)
+        stroke5 = self.sample_stroke5(z, noise, temperature, greedy)
+        return [utils.to_stroke3(s) for s in stroke5]
+
+    def reconstruct(self, sketches, temperature=1.0, greedy=False, seed=None):
+        """Encodes sketches (to z_mean) and decodes them: `decode(encode(sketches), ...)`."""
+        return self.decode(self.encode(sketches), temperature, greedy, seed)
+
+    def interpolate(self, sketch_a, sketch_b, steps=10, method="slerp", temperature=1.0,
+                    greedy=False, seed=None):
+        """Decodes `steps` points between the latent vectors of two sketches.
+
+        Args:
+            sketch_a, sketch_b: stroke-3 arrays (model units).
+            steps: sketches to draw, the two ends included.
+            method: "slerp" or "lerp" (see `interpolate`).
+            temperature, greedy, seed: as `decode`.
+
+        Returns:
+            list of `steps` stroke-3 arrays, from sketch_a's end to sketch_b's.
+        """
+        z0, z1 = self.encode([sketch_a, sketch_b])
+        return self.decode(interpolate(z0, z1, steps, method), temperature, greedy, seed)
+
+    def _random_draws(self, batch, seed, max_steps, with_z):
+        """Per sketch, its own stream from `seed`: z (if asked) and the sampling noise."""
+        steps = self.hps.max_seq_len if max_steps is None else int(max_steps)
+        if steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+        z = np.zeros((batch, self.hps.z_size if with_z else 0), np.float32)
+        noise = np.empty((steps, batch, 4), np.float32)
+        for b, stream in enumerate(np.random.SeedSequence(seed).spawn(batch)):
+            rng = np.random.default_rng(stream)
+            if with_z:
+                z[b] = rng.standard_normal(self.hps.z_size)
+            noise[:, b, :2] = rng.random((steps, 2))
+            noise[:, b, 2:] = rng.standard_normal((steps, 2))
+        return (z if with_z else None), noise
+
+    def sample_stroke5(self, z, noise, temperature=1.0, greedy=False):
+        """The compiled sampling loop itself, with the random draws given.
+
+        Args:
+            z: (B, Nz) latent vectors, or None for an unconditional model.
+            noise: (T, B, 4) float32: for each step and sketch, the draws `sample_stroke`
+                takes; T is the most points a sketch may have.
+            temperature: tau > 0, scalar or (B,).
+            greedy: see `sample_stroke`.
+
+        Returns:
+            (B, S, 5) float32 stroke-5 points without the start token, S <= T the number of
+            steps run: the loop stops once every sketch has drawn its end token (p3). Each
+            sketch ends at its first p3 row; the rows after it are to be ignored.
+        """
+        noise = np.asarray(noise, np.float32)
+        if noise.ndim != 3 or noise.shape[2] != 4:
+            raise ValueError(f"noise must have shape (steps, batch, 4), got {noise.shape}")
+        batch = noise.shape[1]
+        if self.hps.conditional:
+            if z is None:
+                raise ValueError("this model is conditional: give z, shape (B, z_size)")
+            z = np.asarray(z, np.float32)
+            if z.shape != (batch, self.hps.z_size):
+                raise ValueError(f"z must have shape ({batch}, {self.hps.z_size}), got {z.shape}")
+        else:
+            z = np.zeros((batch, 0), np.float32)  # the decoder's kernel has no z rows either
+        temperature = np.broadcast_to(np.asarray(temperature, np.float32), (batch,))
+        if not np.all(temperature > 0):
+            raise ValueError(f"temperature must be > 0 (greedy=True is the limit tau -> 0), "
+                             f"got {temperature.min()}")
+        if self._sampling_loop is None:
+            self._sampling_loop = self._compile_sampling_loop()
+        strokes, steps_run = self._sampling_loop(z, noise, temperature, np.bool_(greedy))
+        strokes = ops.convert_to_numpy(strokes)[:int(steps_run)]  # (S, B, 5)
+        return np.transpose(strokes, (1, 0, 2))
+
+    def _compile_sampling_loop(self):
+        """Builds the tf.function (XLA if jit_compile) of the whole sampling loop."""
+        import tensorflow as tf  # the one backend-specific part: compiling the loop
+
+        hps = self.hps
+        lstm = self.model.get_layer("decoder_lstm")
+        head = self.model.get_layer("mixture_head")
+        init = self.model.get_layer("decoder_init") if hps.conditional else None
+
+        def loop(z, noise, temperature, greedy):
+            steps, batch = ops.shape(noise)[0], ops.shape(noise)[1]
+            kernel = ops.convert_to_tensor(lstm.kernel)  # rows: 5 for the point, then z's
+            recurrent_kernel = ops.convert_to_tensor(lstm.recurrent_kernel)
+            # The z part of the input projection, and the bias, are the same every step.
+            constant = ops.matmul(z, kernel[5:]) + lstm.bias  # (B, 4H)
+            if init is not None:
+                state = init(z)
+                h, c = state[:, :hps.dec_rnn_size], state[:, hps.dec_rnn_size:]
+            else:
+                h = c = ops.zeros((batch, hps.dec_rnn_size))
+            point = ops.broadcast_to(ops.convert_to_tensor(utils.START_TOKEN), (batch, 5))
+
+            def unfinished(t, point, h, c, strokes, done):
+                return ops.logical_and(t < steps, ops.logical_not(ops.all(done)))
+
+            def step(t, point, h, c, strokes, done):
+                # The LSTM cell as SketchLSTM computes it, gates in the order i, f, g, o.
+                gates = ops.matmul(point, kernel[:5]) + constant + ops.matmul(h, recurrent_kernel)
+                i, f, g, o = ops.split(gates, 4, axis=-1)
+                c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+                h = ops.sigmoid(o) * ops.tanh(c)
+                point = sample_stroke(head(h), hps.num_mixture, noise[t], temperature, greedy)
+                strokes = ops.slice_update(strokes, [t, 0, 0], ops.expand_dims(point, 0))
+                return t + 1, point, h, c, strokes, ops.logical_or(done, point[:, 4] > 0.5)
+
+            start = (ops.convert_to_tensor(0, "int32"), point, h, c,
+                     ops.zeros((steps, batch, 5)), ops.zeros((batch,), "bool"))
+            t, _, _, _, strokes, _ = ops.while_loop(unfinished, step, start)
+            return strokes, t
+
+        z_size = hps.z_size if hps.conditional else 0
+        signature = [tf.TensorSpec((None, z_size), tf.float32),
+                     tf.TensorSpec((None, None, 4), tf.float32),
+                     tf.TensorSpec((None,), tf.float32),
+                     tf.TensorSpec((), tf.bool)]
+        return tf.function(loop, input_signature=signature, jit_compile=self.jit_compile)
+
+    # -- data --
+
+    def load_sketches(self, data_dir, split="test", data_set=None):
+        """The run's sketches of one split, in model units (scaled by the stored scale factor).
+
+        Args:
+            data_dir: folder of the .npz data sets (missing known sets are downloaded).
+            split: "train", "valid" or "test".
+            data_set: one name or comma list; by default the run's own data sets.
+
+        Returns:
+            list of (N, 3) float32 stroke-3 arrays, those longer than max_seq_len dropped,
+            clamped and scaled as in training.
+        """
+        if split not in utils.SPLITS:
+            raise ValueError(f"split must be one of {', '.join(utils.SPLITS)}, got {split!r}")
+        names = data_set or ",".join(self.data_sets)
+        if not names:
+            raise ValueError("this run names no data set: pass data_set")
+        strokes = utils.load_strokes(data_dir, names)[utils.SPLITS.index(split)]
+        loader = utils.DataLoader(strokes, max_seq_len=self.hps.max_seq_len,
+                                  scale_factor=self.scale_factor, name=split)
+        return loader.strokes

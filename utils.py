@@ -672,3 +672,253 @@ class DataLoader:
             batch.append(sketch.copy())  # so callers cannot edit the loader's sketches
         seq_len = np.array([len(sketch) for sketch in batch], dtype=np.int64)
         return batch, to_stroke5(batch, max_len), seq_len
+
+
+# ---- drawing ----
+#
+# Pictures of stroke-3 sketches: SVG with svgwrite, PNG and animated GIF rendered by
+# matplotlib (Agg) and written by Pillow. Every function takes ``scale_factor``, which
+# multiplies dx and dy: pass a run's stored scale factor to draw sketches in model units
+# (as SketchRNNDrawer returns them) at the size the data had, in pixels. y grows downwards,
+# as in the data sets. svgwrite and matplotlib are imported when first used, so that
+# training never loads them.
+
+
+def stroke_lines(stroke3, scale_factor=1.0):
+    """Splits a stroke-3 sketch into its strokes, as absolute positions.
+
+    The pen starts at (0, 0), lifted; each row moves it by (dx, dy), and pen_lifted = 1
+    ends the stroke after that point.
+
+    Args:
+        stroke3: array of shape (N, 3).
+        scale_factor: multiplies dx and dy.
+
+    Returns:
+        list of float64 arrays of shape (n_i, 2), one per stroke, the points' (x, y). A
+        sketch whose last row has pen_lifted = 0 (cut before its end) still closes its
+        last stroke there.
+    """
+    stroke3 = _as_stroke3(stroke3)
+    points = np.cumsum(stroke3[:, 0:2].astype(np.float64), axis=0) * scale_factor
+    ends = np.flatnonzero(stroke3[:, 2] == 1) + 1
+    return [line for line in np.split(points, ends) if len(line)]
+
+
+def _as_stroke3(stroke3):
+    stroke3 = np.asarray(stroke3)
+    if stroke3.ndim != 2 or stroke3.shape[1] != 3:
+        raise ValueError(f"a sketch must be an (N, 3) stroke-3 array, got shape {stroke3.shape}")
+    return stroke3
+
+
+class _Grid:
+    """Sketches placed in equal cells, each as large as the largest sketch plus a margin.
+
+    ``cells`` holds, per sketch, its strokes moved into place and its label's position.
+    Sizes are in pixels.
+    """
+
+    def __init__(self, sketches, columns, labels, scale_factor, margin, font_size):
+        if len(sketches) == 0:
+            raise ValueError("nothing to draw: the list of sketches is empty")
+        if labels is not None and len(labels) != len(sketches):
+            raise ValueError(f"got {len(labels)} labels for {len(sketches)} sketches")
+        self.columns = min(columns or 10, len(sketches))
+        self.rows = -(-len(sketches) // self.columns)
+        self.font_size = font_size
+        all_lines = [stroke_lines(sketch, scale_factor) for sketch in sketches]
+        extents = []
+        for lines in all_lines:
+            points = np.concatenate(lines) if lines else np.zeros((1, 2))
+            extents.append((points.min(axis=0), points.max(axis=0)))
+        cell_w = max(high[0] - low[0] for low, high in extents) + 2 * margin
+        cell_h = max(high[1] - low[1] for low, high in extents) + 2 * margin
+        label_h = 1.6 * font_size if labels is not None else 0.0
+        self.cell_size = (cell_w, cell_h + label_h)
+        self.width = self.columns * cell_w
+        self.height = self.rows * (cell_h + label_h)
+        self.cells = []
+        for index, (lines, (low, high)) in enumerate(zip(all_lines, extents)):
+            left = (index % self.columns) * cell_w
+            top = (index // self.columns) * (cell_h + label_h)
+            # Centre the sketch's bounding box in the drawing part of its cell.
+            shift = np.array([left + cell_w / 2, top + cell_h / 2]) - (low + high) / 2
+            label = None
+            if labels is not None:
+                label = (str(labels[index]), left + cell_w / 2, top + cell_h + 1.1 * font_size)
+            self.cells.append(([line + shift for line in lines], label))
+
+
+def sketch_to_svg(stroke3, path=None, scale_factor=1.0, stroke_width=2.0, margin=10.0,
+                  color="black"):
+    """Draws one stroke-3 sketch as SVG, one <path> per stroke.
+
+    Args:
+        stroke3: array of shape (N, 3).
+        path: file to write, if given.
+        scale_factor: multiplies dx and dy (see the section's note).
+        stroke_width, margin: in pixels.
+        color: the strokes' SVG colour.
+
+    Returns:
+        the SVG document as a string.
+    """
+    return sketches_to_svg([stroke3], path, columns=1, scale_factor=scale_factor,
+                           stroke_width=stroke_width, margin=margin, color=color)
+
+
+def sketches_to_svg(sketches, path=None, columns=None, labels=None, scale_factor=1.0,
+                    stroke_width=2.0, margin=10.0, color="black", font_size=12.0):
+    """Draws a grid of stroke-3 sketches as SVG, one <path> per stroke.
+
+    All cells have the size of the largest sketch, so sizes compare across the grid.
+
+    Args:
+        sketches: sequence of (N_i, 3) arrays.
+        path: file to write, if given.
+        columns: sketches per row (default: all, up to 10).
+        labels: optional text under each sketch, one per sketch.
+        scale_factor: multiplies dx and dy (see the section's note).
+        stroke_width, margin, font_size: in pixels.
+        color: the strokes' SVG colour.
+
+    Returns:
+        the SVG document as a string.
+    """
+    import svgwrite
+
+    grid = _Grid(sketches, columns, labels, scale_factor, margin, font_size)
+    drawing = svgwrite.Drawing(size=(f"{grid.width:.0f}", f"{grid.height:.0f}"))
+    drawing.add(drawing.rect(insert=(0, 0), size=("100%", "100%"), fill="white"))
+    for lines, label in grid.cells:
+        for line in lines:
+            if len(line) == 1:  # a single point: a zero-length segment shows as a dot
+                line = np.concatenate([line, line])
+            coords = [f"{x:.2f},{y:.2f}" for x, y in line]
+            drawing.add(drawing.path(
+                d=f"M{coords[0]} L{' '.join(coords[1:])}", fill="none", stroke=color,
+                stroke_width=stroke_width, stroke_linecap="round", stroke_linejoin="round"))
+        if label is not None:
+            text, x, y = label
+            drawing.add(drawing.text(text, insert=(f"{x:.2f}", f"{y:.2f}"), text_anchor="middle",
+                                     font_size=f"{font_size:g}", font_family="sans-serif"))
+    svg = drawing.tostring()
+    if path is not None:
+        Path(path).write_text(svg, encoding="utf-8")
+    return svg
+
+
+class _Canvas:
+    """A matplotlib Agg figure of exactly the grid's size in pixels, y downwards."""
+
+    def __init__(self, grid, stroke_width, color):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.dpi = 100
+        width, height = max(1, round(grid.width)), max(1, round(grid.height))
+        self.figure = Figure(figsize=(width / self.dpi, height / self.dpi), dpi=self.dpi,
+                             facecolor="white")
+        self.canvas = FigureCanvasAgg(self.figure)
+        self.axes = self.figure.add_axes((0, 0, 1, 1))
+        self.axes.set_xlim(0, grid.width)
+        self.axes.set_ylim(grid.height, 0)
+        self.axes.axis("off")
+        points_per_pixel = 72 / self.dpi
+        self.style = dict(color=color, linewidth=stroke_width * points_per_pixel,
+                          solid_capstyle="round", solid_joinstyle="round",
+                          marker="o", markersize=0, markevery=[0])
+        self.dot_size = stroke_width * points_per_pixel
+        self.font_points = grid.font_size * points_per_pixel
+
+    def line(self, points):
+        """Adds a stroke (a single point shows as a dot); returns its Line2D."""
+        (line,) = self.axes.plot(points[:, 0], points[:, 1], **self.style)
+        self.set_points(line, points)
+        return line
+
+    def set_points(self, line, points):
+        line.set_data(points[:, 0], points[:, 1])
+        line.set_markersize(self.dot_size if len(points) == 1 else 0)
+
+    def text(self, text, x, y):
+        self.axes.text(x, y, text, ha="center", va="baseline", fontsize=self.font_points,
+                       family="sans-serif")
+
+    def image(self):
+        """The figure as it stands, as an RGB Pillow image."""
+        from PIL import Image
+
+        self.canvas.draw()
+        return Image.fromarray(np.asarray(self.canvas.buffer_rgba())).convert("RGB")
+
+
+def sketches_to_png(sketches, path, columns=None, labels=None, scale_factor=1.0,
+                    stroke_width=2.0, margin=10.0, color="black", font_size=12.0):
+    """Draws a grid of stroke-3 sketches (one sketch: a list of one) to a PNG file.
+
+    The layout is that of ``sketches_to_svg`` with the same arguments.
+
+    Returns:
+        the image's (width, height) in pixels.
+    """
+    grid = _Grid(sketches, columns, labels, scale_factor, margin, font_size)
+    canvas = _Canvas(grid, stroke_width, color)
+    for lines, label in grid.cells:
+        for points in lines:
+            canvas.line(points)
+        if label is not None:
+            canvas.text(*label)
+    image = canvas.image()
+    image.save(path, format="PNG")
+    return image.size
+
+
+def sketch_to_gif(stroke3, path, frames=None, scale_factor=1.0, duration=40, hold=1000,
+                  stroke_width=2.0, margin=10.0, color="black", pen_color="red"):
+    """Writes an animated GIF of the pen drawing a stroke-3 sketch.
+
+    Frame k of F shows the first ceil(k N / F) of the N points, with a dot where the pen
+    is; the last frame shows the whole sketch and stays for ``hold`` ms.
+
+    Args:
+        stroke3: array of shape (N, 3).
+        path: the .gif file to write.
+        frames: number of frames F, at most N (default: N, at most 100). An empty sketch
+            gives one blank frame.
+        scale_factor: multiplies dx and dy (see the section's note).
+        duration: ms per frame; hold: ms of the last frame.
+        stroke_width, margin: in pixels.
+        color, pen_color: matplotlib colours of the strokes and of the pen's dot.
+
+    Returns:
+        the number of frames written.
+    """
+    stroke3 = _as_stroke3(stroke3)
+    total = len(stroke3)
+    if frames is None:
+        frames = min(max(total, 1), 100)
+    elif not 1 <= frames <= max(total, 1):
+        raise ValueError(f"frames must be between 1 and the sketch's {total} points, got {frames}")
+    grid = _Grid([stroke3], 1, None, scale_factor, margin, 0.0)
+    canvas = _Canvas(grid, stroke_width, color)
+    lines = grid.cells[0][0]
+    # Index of the first point of each stroke, to show the first n points of the sketch.
+    starts = np.cumsum([0] + [len(points) for points in lines])
+    artists = [canvas.line(points[:0]) for points in lines]
+    (pen,) = canvas.axes.plot([], [], "o", color=pen_color, markersize=2.5 * canvas.dot_size)
+    images = []
+    for k in range(1, frames + 1):
+        shown = -(-k * total // frames)  # ceil(k N / F) points
+        for artist, points, start in zip(artists, lines, starts):
+            canvas.set_points(artist, points[:max(0, shown - start)])
+        if shown:
+            last = shown - 1  # the pen is at this point, of this stroke:
+            stroke = np.searchsorted(starts, last, side="right") - 1
+            pen.set_data(*lines[stroke][last - starts[stroke]].reshape(2, 1))
+        images.append(canvas.image())
+    durations = [duration] * (len(images) - 1) + [hold]
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
+                   duration=durations, loop=0)
+    return len(images)

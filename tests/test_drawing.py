@@ -1,0 +1,100 @@
+"""Pictures of stroke-3 sketches: strokes, SVG (one and a grid), PNG, animated GIF."""
+
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import utils
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+# Two strokes: a right angle of 3 points, then (after a pen-up move) a single dot; the
+# last row has pen_lifted = 0, as in a sketch cut before its end.
+SKETCH = np.array([[5, 5, 0], [10, 0, 0], [0, 10, 1], [-20, 0, 0]], np.float32)
+
+
+def path_points(path):
+    """The absolute points of an SVG path written as 'Mx,y Lx,y x,y ...'."""
+    return np.array([[float(v) for v in pair.split(",")]
+                     for pair in path.get("d").replace("M", "").replace("L", "").split()])
+
+
+def test_stroke_lines_splits_at_pen_lifts():
+    lines = utils.stroke_lines(SKETCH, scale_factor=2.0)
+    assert len(lines) == 2
+    np.testing.assert_allclose(lines[0], [[10, 10], [30, 10], [30, 30]])
+    np.testing.assert_allclose(lines[1], [[-10, 30]])
+    assert utils.stroke_lines(np.zeros((0, 3))) == []
+
+
+def test_svg_is_well_formed_with_one_path_per_stroke():
+    svg = utils.sketch_to_svg(SKETCH, scale_factor=2.0, margin=10)
+    root = ET.fromstring(svg)
+    paths = root.findall(f".//{SVG}path")
+    assert len(paths) == 2
+    first = path_points(paths[0])
+    np.testing.assert_allclose(np.diff(first, axis=0), [[20, 0], [0, 20]])  # dx, dy * 2
+    assert len(path_points(paths[1])) == 2  # a dot: a zero-length segment
+    np.testing.assert_allclose(path_points(paths[1])[0] - first[0], [-20, 20])
+    # The sketch spans 40 x 20 units after scaling, plus the margin on each side.
+    assert (float(root.get("width")), float(root.get("height"))) == (60, 40)
+
+
+def test_svg_grid_with_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    sketches = []
+    for length in (3, 7, 12, 5, 9):
+        sketch = np.zeros((length, 3), np.float32)
+        sketch[:, :2] = rng.normal(scale=10, size=(length, 2))
+        sketch[rng.random(length) < 0.3, 2] = 1
+        sketch[-1, 2] = 1
+        sketches.append(sketch)
+    labels = [f"tau {t}" for t in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    out = tmp_path / "grid.svg"
+    svg = utils.sketches_to_svg(sketches, out, columns=3, labels=labels)
+    assert out.read_text(encoding="utf-8") == svg
+    root = ET.parse(out).getroot()
+    expected_strokes = sum(int(s[:, 2].sum()) for s in sketches)
+    assert len(root.findall(f".//{SVG}path")) == expected_strokes
+    assert [t.text for t in root.findall(f".//{SVG}text")] == labels
+    with pytest.raises(ValueError, match="2 labels for 5 sketches"):
+        utils.sketches_to_svg(sketches, labels=labels[:2])
+
+
+def test_png_has_the_svg_layout_and_ink(tmp_path):
+    out = tmp_path / "one.png"
+    size = utils.sketches_to_png([SKETCH], out, scale_factor=2.0, margin=10)
+    image = Image.open(out)
+    assert image.format == "PNG" and image.size == size == (60, 40)
+    pixels = np.asarray(image.convert("L"))
+    assert pixels.min() < 100 and pixels[0, 0] == 255  # dark strokes on white
+
+
+def test_gif_has_the_frames_asked_for(tmp_path):
+    rng = np.random.default_rng(1)
+    sketch = np.zeros((40, 3), np.float32)
+    sketch[:, :2] = rng.normal(scale=5, size=(40, 2))
+    sketch[[9, 24, 39], 2] = 1
+    out = tmp_path / "pen.gif"
+    assert utils.sketch_to_gif(sketch, out, frames=12, duration=30, hold=500) == 12
+    image = Image.open(out)
+    assert image.n_frames == 12
+    ink = []
+    for frame in range(image.n_frames):
+        image.seek(frame)
+        ink.append(int((np.asarray(image.convert("L")) < 128).sum()))
+    assert ink[0] < ink[5] < ink[-1]  # the pen draws as the frames go
+    image.seek(11)
+    assert image.info["duration"] == 500
+    with pytest.raises(ValueError, match="frames must be between 1 and the sketch's 40 points"):
+        utils.sketch_to_gif(sketch, out, frames=41)
+
+
+def test_real_sketches_draw(shared_datasets, tmp_path):
+    test = utils.load_npz(shared_datasets / "aaron_sheep.npz")["test"][:6]
+    svg = utils.sketches_to_svg(test, tmp_path / "sheep.svg", columns=3)
+    strokes = sum(len(utils.stroke_lines(s)) for s in test)
+    assert len(ET.fromstring(svg).findall(f".//{SVG}path")) == strokes
+    assert utils.sketch_to_gif(test[0], tmp_path / "sheep.gif", frames=10) == 10

@@ -1,0 +1,338 @@
+"""Drawing with a model: sub-models, the compiled sampler, temperature, loading a run folder.
+
+The references are independent of the code under test: the whole model's teacher-forced
+pass (built by `build_model`), and a step-by-step sampler written here in NumPy from the
+official `sample()` (inverse-CDF choices, a Cholesky factor for the correlated offsets).
+"""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import utils
+from seq2seqVAE import (
+    HParams,
+    SketchRNNDrawer,
+    build_model,
+    compile_model,
+    interpolate,
+    lerp,
+    load_run,
+    slerp,
+)
+
+TINY = "enc_rnn_size=8,dec_rnn_size=16,z_size=4,num_mixture=3,max_seq_len=12,batch_size=4"
+
+
+def tiny_model(overrides="", seed=0):
+    """A tiny model with every weight random and large enough to matter, and z = z_mean.
+
+    The latent layer draws z = z_mean + exp(z_log_var / 2) * noise even when not training;
+    z_log_var = -80 makes that noise 4e-18, so the full model decodes the encoder's mean.
+    """
+    hps = HParams.parse(",".join(filter(None, [TINY, overrides])))
+    keras.utils.set_random_seed(seed)
+    model = build_model(hps)
+    rng = np.random.default_rng(seed)
+    for variable in model.trainable_variables:
+        variable.assign(rng.normal(scale=0.5, size=variable.shape).astype(np.float32))
+    if hps.conditional:
+        log_var = model.get_layer("z_log_var")
+        log_var.kernel.assign(np.zeros(log_var.kernel.shape, np.float32))
+        log_var.bias.assign(np.full(log_var.bias.shape, -80.0, np.float32))
+    return model
+
+
+def random_sketches(rng, count, max_len):
+    sketches = []
+    for _ in range(count):
+        length = int(rng.integers(2, max_len + 1))
+        sketch = np.zeros((length, 3), np.float32)
+        sketch[:, :2] = rng.normal(size=(length, 2))
+        sketch[:, 2] = rng.random(length) < 0.3
+        sketch[-1, 2] = 1
+        sketches.append(sketch)
+    return sketches
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_decoder_sub_models_match_the_teacher_forced_full_model(conditional):
+    model = tiny_model(f"conditional={conditional}")
+    drawer = SketchRNNDrawer(model)
+    hps = model.hps
+    x = utils.to_stroke5(random_sketches(np.random.default_rng(1), 3, hps.max_seq_len), hps.max_seq_len)
+    expected = keras.ops.convert_to_numpy(model(x, training=False))  # (B, T, 6M + 3)
+    batch = len(x)
+
+    if conditional:
+        z, _ = drawer.encoder.predict(x, verbose=0)
+        whole = drawer.decoder.predict([x[:, :-1], z], verbose=0)
+        h, c = (np.asarray(s) for s in drawer.initial_state(z))
+    else:
+        whole = drawer.decoder.predict(x[:, :-1], verbose=0)
+        h = c = np.zeros((batch, hps.dec_rnn_size), np.float32)
+    np.testing.assert_allclose(whole, expected, atol=1e-5)
+
+    for t in range(hps.max_seq_len):
+        inputs = [x[:, t:t + 1], z, h, c] if conditional else [x[:, t:t + 1], h, c]
+        params, h, c = (np.asarray(a) for a in drawer.decoder_step(inputs))
+        np.testing.assert_allclose(params[:, 0], expected[:, t], atol=1e-5, err_msg=f"step {t}")
+
+
+def reference_sample(drawer, z, noise, temperature, greedy):
+    """The official sample(), batched over sketches, with the decoder_step sub-model and NumPy."""
+    hps = drawer.hps
+    m = hps.num_mixture
+    steps, batch, _ = noise.shape
+    temperature = np.broadcast_to(np.asarray(temperature, np.float64), (batch,))
+    if hps.conditional:
+        h, c = (np.asarray(s) for s in drawer.initial_state(z))
+    else:
+        h = c = np.zeros((batch, hps.dec_rnn_size), np.float32)
+    point = np.tile(np.array([0, 0, 1, 0, 0], np.float32), (batch, 1))
+    out = np.zeros((batch, steps, 5), np.float32)
+    ended = np.zeros(batch, bool)
+
+    def pick(logits, uniform, tau):
+        if greedy:
+            return int(np.argmax(logits))
+        p = np.exp((logits - logits.max()) / tau)
+        p /= p.sum()
+        return min(int(np.searchsorted(np.cumsum(p), uniform, side="left")), len(p) - 1)
+
+    for t in range(steps):
+        inputs = [point[:, None], z, h, c] if hps.conditional else [point[:, None], h, c]
+        params, h, c = (np.asarray(a) for a in drawer.decoder_step(inputs))
+        params = params[:, 0].astype(np.float64)
+        for b in range(batch):
+            pen_logits, rest = params[b, :3], params[b, 3:]
+            pi, mu_x, mu_y, log_sx, log_sy, rho = rest.reshape(6, m)
+            k = pick(pi, noise[t, b, 0], temperature[b])
+            pen = pick(pen_logits, noise[t, b, 1], temperature[b])
+            mean = np.array([mu_x[k], mu_y[k]])
+            if greedy:
+                offset = mean
+            else:
+                sx = math.exp(log_sx[k]) * math.sqrt(temperature[b])
+                sy = math.exp(log_sy[k]) * math.sqrt(temperature[b])
+                r = math.tanh(rho[k])
+                cov = np.array([[sx * sx, r * sx * sy], [r * sx * sy, sy * sy]])
+                offset = mean + np.linalg.cholesky(cov) @ noise[t, b, 2:4]
+            out[b, t, :2] = offset
+            out[b, t, 2 + pen] = 1
+            ended[b] |= pen == 2
+        point = out[:, t]
+        if ended.all():
+            return out[:, :t + 1]
+    return out
+
+
+def draws(seed, steps, batch):
+    rng = np.random.default_rng(seed)
+    noise = np.concatenate([rng.random((steps, batch, 2)), rng.standard_normal((steps, batch, 2))], -1)
+    return noise.astype(np.float32)
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+@pytest.mark.parametrize("greedy", [False, True])
+def test_compiled_sampler_matches_step_by_step_reference(conditional, greedy):
+    model = tiny_model(f"conditional={conditional}", seed=3)
+    drawer = SketchRNNDrawer(model)
+    batch, steps = 5, model.hps.max_seq_len
+    z = np.random.default_rng(2).normal(size=(batch, 4)).astype(np.float32) if conditional else None
+    noise = draws(4, steps, batch)
+    temperature = np.array([0.1, 0.3, 0.6, 1.0, 1.5], np.float32)
+    ours = drawer.sample_stroke5(z, noise, temperature, greedy)
+    expected = reference_sample(drawer, z, noise, temperature, greedy)
+    assert ours.shape == expected.shape
+    np.testing.assert_allclose(ours, expected, atol=1e-4)
+
+
+def test_temperature_scales_logits_and_variances_as_the_paper():
+    """With a head that ignores its input, every point is drawn from one known mixture."""
+    hps = HParams.parse(TINY + ",num_mixture=2")
+    model = build_model(hps)
+    head = model.get_layer("mixture_head")
+    pen_logits, pi_logits = [1.0, 0.0, -1.0], [0.0, 1.0]
+    sigma_x, sigma_y, rho = 1.5, 0.5, 0.6
+    bias = np.concatenate([pen_logits, pi_logits, [-50, 50], [0, 0], [math.log(sigma_x)] * 2,
+                           [math.log(sigma_y)] * 2, [math.atanh(rho)] * 2]).astype(np.float32)
+    head.kernel.assign(np.zeros(head.kernel.shape, np.float32))
+    head.bias.assign(bias)
+    drawer = SketchRNNDrawer(model)
+    tau, n = 0.4, 20000
+    z = np.zeros((n, hps.z_size), np.float32)
+    points = drawer.sample_stroke5(z, draws(0, 1, n), tau, greedy=False)[:, 0]  # (n, 5)
+
+    def softmax(logits):
+        e = np.exp(np.asarray(logits) / tau)
+        return e / e.sum()
+
+    second = points[:, 0] > 0  # the components sit at x = -50 and x = +50
+    assert second.mean() == pytest.approx(softmax(pi_logits)[1], abs=0.02)
+    np.testing.assert_allclose(points[:, 2:].mean(0), softmax(pen_logits), atol=0.02)
+    dx = points[:, 0] - np.where(second, 50, -50)
+    dy = points[:, 1]
+    # Variances times tau (the paper), not tau^2 (the official Python sampler's net effect).
+    assert dx.var() == pytest.approx(tau * sigma_x**2, rel=0.05)
+    assert dy.var() == pytest.approx(tau * sigma_y**2, rel=0.05)
+    assert np.corrcoef(dx, dy)[0, 1] == pytest.approx(rho, abs=0.02)
+
+    greedy = drawer.sample(3, greedy=True, seed=1, max_steps=5)
+    for sketch in greedy:  # component 2's mean, pen p1, never ending
+        np.testing.assert_allclose(sketch, np.tile([50.0, 0.0, 0.0], (5, 1)))
+
+
+def test_greedy_decoding_is_deterministic():
+    drawer = SketchRNNDrawer(tiny_model(seed=5))
+    z = np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32)
+    first = drawer.decode(z, greedy=True, seed=1)
+    second = drawer.decode(z, greedy=True, seed=2)
+    assert any(len(s) > 1 for s in first)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_seeded_sampling_is_reproducible():
+    drawer = SketchRNNDrawer(tiny_model(seed=6))
+    first = drawer.sample(6, temperature=0.7, seed=5)
+    again = drawer.sample(6, temperature=0.7, seed=5)
+    other = drawer.sample(6, temperature=0.7, seed=6)
+    fewer = drawer.sample(3, temperature=0.7, seed=5)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(first, fewer):  # each sketch has its own stream: the batch size is irrelevant
+        np.testing.assert_array_equal(a, b)
+    assert any(len(a) != len(b) or not np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_sampled_sketches_are_valid_stroke3_cut_at_their_end():
+    model = tiny_model(seed=7)
+    head = model.get_layer("mixture_head")
+    bias = np.asarray(head.bias)
+    bias[2] = 1.0  # p3 (end) likely enough that every sketch ends within max_seq_len
+    head.bias.assign(bias)
+    drawer = SketchRNNDrawer(model)
+    batch, steps = 16, model.hps.max_seq_len
+    z = np.random.default_rng(0).normal(size=(batch, 4)).astype(np.float32)
+    noise = draws(8, steps, batch)
+    stroke5 = drawer.sample_stroke5(z, noise, 1.0)
+    assert np.all(np.isfinite(stroke5))
+    assert np.all(stroke5[..., 2:].sum(-1) == 1)  # one-hot pen states
+    ends = [int(np.flatnonzero(s[:, 4] == 1)[0]) for s in stroke5]  # every sketch ended
+    assert stroke5.shape[1] == max(ends) + 1 < steps  # the loop stopped at the last end
+
+    sketches = drawer.sample(batch, seed=3)
+    assert len(sketches) == batch
+    for sketch in sketches:
+        assert sketch.ndim == 2 and sketch.shape[1] == 3 and len(sketch) < steps
+        assert np.all(np.isfinite(sketch))
+        assert set(np.unique(sketch[:, 2])) <= {0.0, 1.0}
+    decoded = drawer.decode(z, seed=0)
+    again = drawer.sample_stroke5(z, np.stack(list(_noise_of(drawer, 0, batch)), axis=1), 1.0)
+    for sketch, full in zip(decoded, again):
+        end = int(np.flatnonzero(full[:, 4] == 1)[0])
+        np.testing.assert_array_equal(sketch, utils.to_stroke3(full[:end]))
+
+
+def _noise_of(drawer, seed, batch):
+    """The draws decode() makes: one stream per sketch, uniforms then normals."""
+    steps = drawer.hps.max_seq_len
+    for stream in np.random.SeedSequence(seed).spawn(batch):
+        rng = np.random.default_rng(stream)
+        yield np.concatenate([rng.random((steps, 2)), rng.standard_normal((steps, 2))], 1).astype(np.float32)
+
+
+def test_encode_mean_and_sample():
+    drawer = SketchRNNDrawer(tiny_model(seed=8))
+    model = drawer.model
+    log_var = model.get_layer("z_log_var")
+    log_var.bias.assign(np.zeros(log_var.bias.shape, np.float32))  # unit variance around the mean
+    sketches = random_sketches(np.random.default_rng(0), 5, drawer.hps.max_seq_len)
+    mean = drawer.encode(sketches)
+    expected, _ = drawer.encoder.predict(utils.to_stroke5(sketches, drawer.hps.max_seq_len), verbose=0)
+    np.testing.assert_allclose(mean, expected, atol=1e-6)
+    drawn = drawer.encode(sketches, sample=True, seed=1)
+    np.testing.assert_array_equal(drawn, drawer.encode(sketches, sample=True, seed=1))
+    assert 0.3 < np.std(drawn - mean) < 3
+
+
+def test_interpolation():
+    z0 = np.array([3.0, 0.0, 0.0])
+    z1 = np.array([0.0, 3.0, 0.0])
+    np.testing.assert_allclose(lerp(z0, z1, 0.5), [1.5, 1.5, 0.0])
+    path = slerp(z0, z1, np.linspace(0, 1, 5))
+    np.testing.assert_allclose(path[0], z0, atol=1e-6)
+    np.testing.assert_allclose(path[-1], z1, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(path, axis=1), 3.0, rtol=1e-6)  # on the circle
+    np.testing.assert_allclose(path[2], [3 / math.sqrt(2), 3 / math.sqrt(2), 0], rtol=1e-6)
+    np.testing.assert_allclose(slerp(z0, 2 * z0, [0.5]), [[4.5, 0, 0]])  # parallel: lerp
+    assert interpolate(z0, z1, 7, "lerp").shape == (7, 3)
+    with pytest.raises(ValueError, match="slerp"):
+        interpolate(z0, z1, 3, "cubic")
+
+
+def test_unconditional_model_samples_without_z():
+    drawer = SketchRNNDrawer(tiny_model("conditional=False", seed=9))
+    assert drawer.encoder is None
+    assert len(drawer.sample(3, seed=0)) == 3
+    with pytest.raises(ValueError, match="conditional=False"):
+        drawer.decode(np.zeros((1, 4), np.float32))
+    with pytest.raises(ValueError, match="conditional=False"):
+        drawer.encode(random_sketches(np.random.default_rng(0), 1, 5))
+
+
+def test_bad_arguments_are_clear_errors():
+    drawer = SketchRNNDrawer(tiny_model(seed=10))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        drawer.sample(2, temperature=0.0)
+    with pytest.raises(ValueError, match=r"z must have shape \(B, 4\)"):
+        drawer.decode(np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match="more than max_len=12"):
+        drawer.encode([np.zeros((13, 3), np.float32)])
+
+
+def write_run(folder, model, checkpoint_name, scale_factor=4.5):
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    config = {"hparams": model.hps.to_dict(), "scale_factor": scale_factor,
+              "max_seq_len": model.hps.max_seq_len, "data_set": ["aaron_sheep"]}
+    (folder / "model_config.json").write_text(json.dumps(config))
+    model.save_weights(str(folder / "checkpoints" / checkpoint_name))
+
+
+def test_load_run_rebuilds_the_model_from_its_folder(tmp_path):
+    trained = tiny_model(seed=11)
+    compile_model(trained, trained.hps)
+    trained.optimizer.build(trained.trainable_variables)  # a training checkpoint: with optimizer
+    write_run(tmp_path, trained, "ckpt-epoch0002-step00000020.weights.h5")
+    other = tiny_model(seed=12)
+    other.save_weights(str(tmp_path / "checkpoints" / "ckpt-epoch0001-step00000010.weights.h5"))
+
+    drawer = load_run(str(tmp_path))  # no best.weights.h5: the newest step checkpoint
+    assert drawer.scale_factor == 4.5 and drawer.data_sets == ["aaron_sheep"]
+    assert drawer.hps == trained.hps
+    for loaded, saved in zip(drawer.model.weights, trained.weights):
+        np.testing.assert_array_equal(np.asarray(loaded), np.asarray(saved), err_msg=loaded.path)
+    reference = SketchRNNDrawer(trained)
+    for a, b in zip(drawer.sample(4, seed=0), reference.sample(4, seed=0)):
+        np.testing.assert_array_equal(a, b)
+
+    other.save_weights(str(tmp_path / "checkpoints" / "best.weights.h5"))
+    best = load_run(str(tmp_path))  # best.weights.h5 first
+    np.testing.assert_array_equal(np.asarray(best.model.get_layer("mixture_head").kernel),
+                                  np.asarray(other.get_layer("mixture_head").kernel))
+
+
+def test_load_run_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model_config.json"):
+        load_run(str(tmp_path))
+    write_run(tmp_path, tiny_model(seed=13), "unrelated.weights.h5")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_run(str(tmp_path))
+    bigger = tiny_model("dec_rnn_size=32")
+    bigger.save_weights(str(tmp_path / "bigger.weights.h5"))
+    with pytest.raises(ValueError, match="does not fit"):
+        load_run(str(tmp_path), checkpoint=str(tmp_path / "bigger.weights.h5"))
