@@ -26,6 +26,13 @@ class SketchBatches(keras.utils.PyDataset):
         steps_per_epoch: if given, serve at most this many batches per epoch.
         drop_remainder: serve only full batches (training); False adds a last, smaller
             batch so that validation and test see every sketch.
+        bucket_batches: when > 1, the epoch's order is cut into pools of this many
+            batches and each pool is sorted by length before it is cut into batches, whose
+            order is then shuffled: batches hold sketches of similar lengths.
+        trim: cut each batch after its longest sketch instead of padding it to
+            max_seq_len. The model's loss is divided by max_seq_len either way; what a
+            trimmed batch leaves out is the training pen loss on steps after every sketch
+            of the batch has ended (the evaluation losses mask those steps anyway).
         **kwargs: passed to ``keras.utils.PyDataset`` (workers, use_multiprocessing,
             max_queue_size).
     """
@@ -39,6 +46,8 @@ class SketchBatches(keras.utils.PyDataset):
         seed=0,
         steps_per_epoch=None,
         drop_remainder=True,
+        bucket_batches=0,
+        trim=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -49,6 +58,8 @@ class SketchBatches(keras.utils.PyDataset):
         self.seed = seed
         self.steps_per_epoch = steps_per_epoch
         self.drop_remainder = drop_remainder
+        self.bucket_batches = bucket_batches
+        self.trim = trim
         self.epoch = 0  # the epoch being served, set by callbacks.BatchEpoch
         self._order_cache = None  # (epoch, permutation) of the last epoch asked for
         if len(self) == 0:
@@ -71,26 +82,40 @@ class SketchBatches(keras.utils.PyDataset):
         cached = self._order_cache  # one read: worker threads may replace it meanwhile
         if cached is not None and cached[0] == epoch:
             return cached[1]
-        if self.shuffle:
-            rng = np.random.default_rng([self.seed, epoch])
-            order = rng.permutation(len(self.loader))
-        else:
-            order = np.arange(len(self.loader))
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.loader)) if self.shuffle else np.arange(len(self.loader))
+        if self.bucket_batches > 1:
+            order = self._bucket(order, rng if self.shuffle else None)
         self._order_cache = (epoch, order)
         return order
+
+    def _bucket(self, order, rng):
+        """Sorts pools of `bucket_batches` batches by length; shuffles the batches' order."""
+        pool = self.bucket_batches * self.batch_size
+        lengths = self.loader.lengths
+        pools = [order[start:start + pool] for start in range(0, len(order), pool)]
+        order = np.concatenate([p[np.argsort(lengths[p], kind="stable")] for p in pools])
+        if rng is None:
+            return order
+        full = len(order) // self.batch_size * self.batch_size
+        batches = order[:full].reshape(-1, self.batch_size)[rng.permutation(full // self.batch_size)]
+        return np.concatenate([batches.reshape(-1), order[full:]])
 
     def __getitem__(self, i):
         """Returns batch i of the current epoch as (x, y).
 
         Returns:
-            x: float32 stroke-5 batch of shape (B, max_seq_len + 1, 5) starting with S0.
-            y: the targets x[:, 1:], shape (B, max_seq_len, 5).
+            x: float32 stroke-5 batch of shape (B, T + 1, 5) starting with S0, where T is
+                max_seq_len, or the batch's longest sketch when trimming.
+            y: the targets x[:, 1:], shape (B, T, 5).
         """
         if not 0 <= i < len(self):
             raise IndexError(f"batch index {i} out of range for {len(self)} batches")
         epoch = self.epoch
         indices = self._order(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, epoch, i]) if self.augment else None
-        _, x, _ = self.loader.get_batch(indices, rng=rng, augment=self.augment)
+        _, x, lengths = self.loader.get_batch(indices, rng=rng, augment=self.augment)
+        if self.trim:
+            x = x[:, : int(lengths.max()) + 1]
         y = x[:, 1:, :].copy()  # (B, T, 5)
         return x, y

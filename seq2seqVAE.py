@@ -62,6 +62,12 @@ class HParams:
     steps_per_epoch: int = 0  # Minibatches per epoch; 0 means the whole training set.
     save_every: int = 0  # Checkpoint every this many minibatches; 0 means once per epoch.
     seed: int = 0  # Seed for shuffling, augmentation, dropout and z sampling.
+    # Speed (not in the official code).
+    bucket_batches: int = 10  # Batch sketches of similar length from pools of this many
+    # batches and cut each batch after its longest sketch; 0 pads every batch to max_seq_len.
+    custom_lstm_gradient: bool = True  # The LSTM's hand-written backward pass (else autodiff).
+    lstm_matmul_dtype: str = "float32"  # Dtype of the LSTM's recurrent matmuls ("bfloat16").
+    jit_compile: bool = False  # Compile the train step with XLA.
 
     @classmethod
     def from_dict(cls, values, source="hparams"):
@@ -112,6 +118,9 @@ class HParams:
         for key in ["recurrent_dropout_prob", "kl_decay_rate", "decay_rate"]:
             if not 0 < getattr(self, key) <= 1:
                 raise ValueError(f"{source}: hparam '{key}' must be in (0, 1], got {getattr(self, key)}")
+        if self.lstm_matmul_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"{source}: hparam 'lstm_matmul_dtype' must be float32 or bfloat16, "
+                             f"got {self.lstm_matmul_dtype!r}")
         if not 0 <= self.augment_stroke_prob < 1:
             raise ValueError(f"{source}: hparam 'augment_stroke_prob' must be in [0, 1), "
                              f"got {self.augment_stroke_prob}")
@@ -220,8 +229,11 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
     """
 
     def __init__(self, units, recurrent_dropout_keep=1.0, accelerate=False,
-                 go_backwards=False, return_sequences=False, seed=None, **kwargs):
+                 go_backwards=False, return_sequences=False, seed=None, custom_gradient=True,
+                 matmul_dtype=None, **kwargs):
         super().__init__(**kwargs)
+        self.custom_gradient = custom_gradient
+        self.matmul_dtype = matmul_dtype
         self.units = units
         self.recurrent_dropout_keep = recurrent_dropout_keep
         self.accelerate = accelerate
@@ -267,25 +279,12 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
             keep = self.recurrent_dropout_keep
             draw = keras.random.uniform(shape, seed=self.seed_generator, dtype=inputs.dtype)
             steps.append(ops.cast(draw < keep, inputs.dtype) / keep)
-        recurrent_kernel = ops.convert_to_tensor(self.recurrent_kernel)
-
-        def step(state, xs):
-            h, c = state
-            gates = xs[0] + ops.matmul(h, recurrent_kernel)
-            i, f, g, o = ops.split(gates, 4, axis=-1)
-            g = ops.tanh(g)
-            if use_dropout:
-                g = g * xs[-1]
-            new_c = ops.sigmoid(f) * c + ops.sigmoid(i) * g
-            new_h = ops.sigmoid(o) * ops.tanh(new_c)
-            if mask is not None:
-                keep_step = xs[1]  # (B, 1): 1 inside the sketch, 0 in its padding.
-                new_h = keep_step * new_h + (1 - keep_step) * h
-                new_c = keep_step * new_c + (1 - keep_step) * c
-            return (new_h, new_c), (new_h, new_c)
-
-        (h, c), (hs, _) = ops.scan(step, tuple(initial_state), tuple(steps),
-                                    reverse=self.go_backwards)
+        step_mask = steps[1] if mask is not None else None
+        dropout = steps[-1] if use_dropout else None
+        recurrence = lstm_recurrence if self.custom_gradient else lstm_recurrence_autodiff
+        hs, h, c = recurrence(steps[0], self.recurrent_kernel, initial_state[0], initial_state[1],
+                              step_mask, dropout, reverse=self.go_backwards,
+                              matmul_dtype=self.matmul_dtype)
         outputs = ops.transpose(hs, (1, 0, 2)) if self.return_sequences else None
         return outputs, h, c
 
@@ -323,8 +322,178 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
             "units": self.units, "recurrent_dropout_keep": self.recurrent_dropout_keep,
             "accelerate": self.accelerate, "go_backwards": self.go_backwards,
             "return_sequences": self.return_sequences, "seed": self.seed,
+            "custom_gradient": self.custom_gradient, "matmul_dtype": self.matmul_dtype,
         })
         return config
+
+
+def _scan(step, init, xs, reverse=False):
+    """`keras.ops.scan` semantics: `step(carry, x_t) -> (carry, y_t)` over axis 0 of `xs`.
+
+    On TensorFlow this is a plain `tf.while_loop` over TensorArrays: Keras's TF scan
+    needs y_t shaped like the carry and fails when the number of steps is unknown at trace
+    time, which it is for length-bucketed batches.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return ops.scan(step, init, xs, reverse=reverse)
+    import tensorflow as tf
+
+    xs = tuple(xs)
+    steps = tf.shape(xs[0])[0]
+    inputs = [tf.TensorArray(x.dtype, size=steps).unstack(x) for x in xs]
+    _, first_ys = step(init, tuple(x[0] for x in xs))  # traced once for the output structure
+    outputs = [tf.TensorArray(y.dtype, size=steps, element_shape=y.shape) for y in first_ys]
+
+    def body(t, carry, outputs):
+        index = steps - 1 - t if reverse else t
+        carry, ys = step(carry, tuple(x.read(index) for x in inputs))
+        return t + 1, carry, [out.write(index, y) for out, y in zip(outputs, ys)]
+
+    _, carry, outputs = tf.while_loop(lambda t, *_: t < steps, body, (0, init, outputs))
+    return carry, tuple(out.stack() for out in outputs)
+
+
+def _lstm_step(gates_in, h, c, recurrent_kernel, keep_step, dropout_t, matmul_dtype):
+    """One LSTM step; returns (h, c, activations [i, f, g, o], tanh(c))."""
+    gates = gates_in + _recurrent_matmul(h, recurrent_kernel, matmul_dtype)
+    i, f, g, o = ops.split(gates, 4, axis=-1)
+    i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
+    candidate = g * dropout_t if dropout_t is not None else g
+    new_c = f * c + i * candidate
+    tanh_c = ops.tanh(new_c)
+    new_h = o * tanh_c
+    if keep_step is not None:  # (B, 1): 1 inside the sketch, 0 in its padding
+        new_h = keep_step * new_h + (1 - keep_step) * h
+        new_c = keep_step * new_c + (1 - keep_step) * c
+    return new_h, new_c, ops.concatenate([i, f, g, o], axis=-1), tanh_c
+
+
+def _recurrent_matmul(h, recurrent_kernel, matmul_dtype):
+    """h @ U, optionally with both operands rounded to `matmul_dtype` (bfloat16 on AMX)."""
+    if matmul_dtype is None:
+        return ops.matmul(h, recurrent_kernel)
+    product = ops.matmul(ops.cast(h, matmul_dtype), ops.cast(recurrent_kernel, matmul_dtype))
+    return ops.cast(product, h.dtype)
+
+
+def lstm_recurrence_autodiff(projected, recurrent_kernel, h0, c0, step_mask=None, dropout=None,
+                             reverse=False, matmul_dtype=None):
+    """The LSTM recurrence as a `keras.ops.scan`, differentiated by the backend.
+
+    Args:
+        projected: x_t W + b for every step, time-major (T, B, 4H).
+        recurrent_kernel: U, (H, 4H). h0, c0: (B, H).
+        step_mask: optional (T, B, 1), 1 inside the sequence and 0 on padding (the state
+            passes through padding unchanged).
+        dropout: optional (T, B, H) mask, already divided by the keep probability,
+            multiplied into the cell candidate (recurrent dropout without memory loss).
+        reverse: run from the last step to the first.
+        matmul_dtype: optional dtype (e.g. "bfloat16") for the recurrent matmul.
+
+    Returns:
+        (hs (T, B, H) in input order, h_T, c_T).
+    """
+    recurrent_kernel = ops.convert_to_tensor(recurrent_kernel)
+    xs = (projected,) + tuple(t for t in (step_mask, dropout) if t is not None)
+
+    def step(state, inputs):
+        h, c = state
+        keep_step = inputs[1] if step_mask is not None else None
+        dropout_t = inputs[-1] if dropout is not None else None
+        h, c, _, _ = _lstm_step(inputs[0], h, c, recurrent_kernel, keep_step, dropout_t, matmul_dtype)
+        return (h, c), (h,)
+
+    (h, c), (hs,) = _scan(step, (h0, c0), xs, reverse=reverse)
+    return hs, h, c
+
+
+def lstm_recurrence(projected, recurrent_kernel, h0, c0, step_mask=None, dropout=None,
+                    reverse=False, matmul_dtype=None):
+    """The LSTM recurrence with a hand-written backward pass (same arguments and results as
+    `lstm_recurrence_autodiff`, which the tests compare it with).
+
+    The forward pass keeps each step's gate activations; the backward pass is one reverse
+    loop whose only matmul is dh_{t-1} = dgates_t U^T, and dU = sum_t h_{t-1}^T dgates_t is
+    one large matmul after it, as cuDNN does, instead of a small matmul per step plus the
+    bookkeeping of a differentiated loop.
+    """
+    tensors = [projected, ops.convert_to_tensor(recurrent_kernel), h0, c0]
+    tensors += [t for t in (step_mask, dropout) if t is not None]
+    function = _custom_gradient_recurrence(step_mask is not None, dropout is not None, reverse,
+                                           matmul_dtype)
+    return function(*tensors)
+
+
+_RECURRENCES = {}
+
+
+def _custom_gradient_recurrence(has_mask, has_dropout, reverse, matmul_dtype):
+    key = (has_mask, has_dropout, reverse, matmul_dtype)
+    if key not in _RECURRENCES:
+        _RECURRENCES[key] = _make_recurrence(*key)
+    return _RECURRENCES[key]
+
+
+def _make_recurrence(has_mask, has_dropout, reverse, matmul_dtype):
+    @ops.custom_gradient
+    def recurrence(projected, recurrent_kernel, h0, c0, *extra):
+        xs = (projected,) + tuple(extra)  # extra: the step mask and/or the dropout mask
+
+        def step(state, inputs):
+            keep_step = inputs[1] if has_mask else None
+            dropout_t = inputs[-1] if has_dropout else None
+            h, c, acts, tanh_c = _lstm_step(inputs[0], *state, recurrent_kernel, keep_step,
+                                            dropout_t, matmul_dtype)
+            return (h, c), (h, c, acts, tanh_c)
+
+        (h, c), (hs, cs, acts, tanh_cs) = _scan(step, (h0, c0), xs, reverse=reverse)
+
+        def grad(*upstream, **kwargs):
+            upstream = kwargs.get("upstream", upstream)
+            d_hs, d_h, d_c = (ops.zeros_like(t) if g is None else g
+                              for g, t in zip(upstream, (hs, h, c)))
+            # The state each step started from: the previous step's output, or h0/c0.
+            if reverse:
+                h_prev = ops.concatenate([hs[1:], h0[None]], axis=0)
+                c_prev = ops.concatenate([cs[1:], c0[None]], axis=0)
+            else:
+                h_prev = ops.concatenate([h0[None], hs[:-1]], axis=0)
+                c_prev = ops.concatenate([c0[None], cs[:-1]], axis=0)
+            kernel_t = ops.transpose(recurrent_kernel)
+            back_xs = (d_hs, acts, tanh_cs, c_prev) + tuple(extra)
+
+            def back_step(state, inputs):
+                dh, dc = state
+                d_out, act, tanh_c, c_before = inputs[:4]
+                dh = dh + d_out
+                dh_skip = dc_skip = 0.0
+                if has_mask:
+                    keep_step = inputs[4]
+                    dh_skip, dc_skip = (1 - keep_step) * dh, (1 - keep_step) * dc
+                    dh, dc = keep_step * dh, keep_step * dc
+                i, f, g, o = ops.split(act, 4, axis=-1)
+                candidate = g * inputs[-1] if has_dropout else g
+                dc = dc + dh * o * (1 - ops.square(tanh_c))
+                d_g = dc * i * inputs[-1] if has_dropout else dc * i
+                d_gates = ops.concatenate([
+                    dc * candidate * i * (1 - i),
+                    dc * c_before * f * (1 - f),
+                    d_g * (1 - ops.square(g)),
+                    dh * tanh_c * o * (1 - o),
+                ], axis=-1)
+                dh_prev = _recurrent_matmul(d_gates, kernel_t, matmul_dtype) + dh_skip
+                dc_prev = dc * f + dc_skip
+                return (dh_prev, dc_prev), (d_gates,)
+
+            (dh0, dc0), (d_gates,) = _scan(back_step, (d_h, d_c), back_xs, reverse=not reverse)
+            units = ops.shape(h0)[-1]
+            d_kernel = ops.matmul(ops.transpose(ops.reshape(h_prev, (-1, units))),
+                                  ops.reshape(d_gates, (-1, 4 * units)))
+            return (d_gates, d_kernel, dh0, dc0) + (None,) * len(extra)
+
+        return (hs, h, c), grad
+
+    return recurrence
 
 
 def _unit_forget_bias(units):
@@ -364,7 +533,7 @@ class LatentSample(_SavesSeedState, keras.layers.Layer):
         z_mean, z_log_var = inputs
         kl = kl_divergence(z_mean, z_log_var)
         self.add_loss(self.kl_weight * ops.maximum(kl, self.kl_tolerance))
-        self.kl_tracker.update_state(kl)
+        self.kl_tracker.update_state(kl, sample_weight=ops.shape(z_mean)[0])
         epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
         return z_mean + ops.exp(z_log_var / 2) * epsilon
 
@@ -479,7 +648,8 @@ class SketchRNN(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         recon = reconstruction_loss(y, y_pred, self.hps.num_mixture, self.hps.max_seq_len,
                                     mask_pen=not training)
-        self.reconstruction_tracker.update_state(recon)
+        # Weighted by batch size, as Keras weights `loss`, so a smaller last batch counts less.
+        self.reconstruction_tracker.update_state(recon, sample_weight=ops.shape(y)[0])
         return recon + ops.sum(self.losses) if self.losses else recon
 
     def get_config(self):
@@ -519,11 +689,17 @@ def build_model(hps):
     return SketchRNN(strokes, params, hps, name="sketch_rnn")
 
 
+def _lstm_options(hps):
+    matmul_dtype = None if hps.lstm_matmul_dtype == "float32" else hps.lstm_matmul_dtype
+    return {"accelerate": hps.accelerate_LSTM, "custom_gradient": hps.custom_lstm_gradient,
+            "matmul_dtype": matmul_dtype}
+
+
 def _encoder(hps, keep, seeds):
-    forward = SketchLSTM(hps.enc_rnn_size, keep, hps.accelerate_LSTM, seed=int(seeds[1]),
-                         name="encoder_fw")
-    backward = SketchLSTM(hps.enc_rnn_size, keep, hps.accelerate_LSTM, go_backwards=True,
-                          seed=int(seeds[2]), name="encoder_bw")
+    forward = SketchLSTM(hps.enc_rnn_size, keep, seed=int(seeds[1]), name="encoder_fw",
+                         **_lstm_options(hps))
+    backward = SketchLSTM(hps.enc_rnn_size, keep, go_backwards=True, seed=int(seeds[2]),
+                          name="encoder_bw", **_lstm_options(hps))
     mean_head = keras.layers.Dense(hps.z_size, name="z_mean")
     # The official presig head starts near zero (gaussian init, stddev 0.001).
     log_var_head = keras.layers.Dense(
@@ -553,8 +729,8 @@ def decoder_initial_state(hps):
 
 
 def _decoder_lstm(hps, keep, seeds):
-    return SketchLSTM(hps.dec_rnn_size, keep, hps.accelerate_LSTM, return_sequences=True,
-                      seed=int(seeds[3]), name="decoder_lstm")
+    return SketchLSTM(hps.dec_rnn_size, keep, return_sequences=True, seed=int(seeds[3]),
+                      name="decoder_lstm", **_lstm_options(hps))
 
 
 def compile_model(model, hps):
@@ -565,7 +741,7 @@ def compile_model(model, hps):
     """
     optimizer = keras.optimizers.Adam(learning_rate=hps.learning_rate, epsilon=1e-8,
                                       clipvalue=hps.grad_clip if hps.grad_clip > 0 else None)
-    model.compile(optimizer=optimizer)
+    model.compile(optimizer=optimizer, jit_compile=hps.jit_compile)
     return model
 
 

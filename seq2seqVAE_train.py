@@ -20,6 +20,10 @@ import argparse
 import os
 import sys
 
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines, oneDNN notes) hides the
+# progress bar; set TF_CPP_MIN_LOG_LEVEL=0 to see it again.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 BASE_OVERRIDABLE_ON_RESUME = ("epochs", "steps_per_epoch", "save_every")
 
 
@@ -144,9 +148,14 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
         load_checkpoint(model, checkpoint)
 
     train_batches = SketchBatches(loaders["train"], hps.batch_size, augment=True, shuffle=True,
-                                  seed=hps.seed, steps_per_epoch=hps.steps_per_epoch or None)
-    valid_batches = SketchBatches(loaders["valid"], hps.batch_size, shuffle=False, drop_remainder=False)
-    test_batches = SketchBatches(loaders["test"], hps.batch_size, shuffle=False, drop_remainder=False)
+                                  seed=hps.seed, steps_per_epoch=hps.steps_per_epoch or None,
+                                  bucket_batches=hps.bucket_batches, trim=hps.bucket_batches > 0)
+    # Evaluation masks every loss term after a sketch's end, so sorting by length and
+    # trimming the padding changes its figures not at all, only its speed.
+    valid_batches, test_batches = (
+        SketchBatches(loaders[name], hps.batch_size, shuffle=False, drop_remainder=False,
+                      bucket_batches=len(loaders[name]), trim=True)
+        for name in ("valid", "test"))
 
     checkpointer = Checkpoint(checkpoint_dir, save_every=hps.save_every)
     callbacks = [

@@ -419,3 +419,35 @@ def test_real_sheep_loads_from_the_shared_folder(shared_datasets):
     assert (len(train), len(valid), len(test)) == (7400, 300, 300)
     assert all(s.dtype == np.float32 and s.shape[1] == 3 for s in train)
     assert set(np.unique(np.concatenate(train)[:, 2])) == {0.0, 1.0}
+
+
+def test_bucketed_batches_hold_similar_lengths_and_every_sketch_once():
+    plain = make_batches(count=200)
+    bucketed = make_batches(count=200, bucket_batches=5)
+    lengths = plain.loader.lengths
+
+    def spreads(batches):
+        ids = [ids_of(batches[i][0]) for i in range(len(batches))]
+        return ids, [np.ptp(lengths[i]) for i in ids]
+
+    ids, bucketed_spread = spreads(bucketed)
+    np.testing.assert_array_equal(np.sort(np.concatenate(ids)), np.arange(200))
+    _, plain_spread = spreads(plain)
+    assert np.mean(bucketed_spread) < 0.5 * np.mean(plain_spread)
+    # Pools of 5 batches are sorted, yet the batches come in a shuffled order.
+    longest = [lengths[i].max() for i in ids]
+    assert longest != sorted(longest)
+    bucketed.epoch += 1
+    assert not np.array_equal(np.concatenate(spreads(bucketed)[0]), np.concatenate(ids))
+
+
+def test_trimmed_batches_are_the_padded_ones_cut_after_the_longest_sketch():
+    padded = make_batches(bucket_batches=3, augment=True)
+    trimmed = make_batches(bucket_batches=3, augment=True, trim=True)
+    for i in range(len(padded)):
+        (x_pad, _), (x_trim, y_trim) = padded[i], trimmed[i]
+        steps = x_trim.shape[1]
+        assert steps == 1 + int(np.sum(x_pad[:, 1:, 4] == 0, axis=1).max())
+        np.testing.assert_array_equal(x_trim, x_pad[:, :steps])
+        np.testing.assert_array_equal(x_pad[:, steps:, 4], 1)  # only end tokens were cut
+        np.testing.assert_array_equal(y_trim, x_trim[:, 1:])
