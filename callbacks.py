@@ -116,6 +116,39 @@ def write_json_atomically(data, path):
     os.replace(temporary, path)
 
 
+# Temporary names of save_atomically (".tmp-<pid>-<name>") and write_json_atomically
+# ("<name>.tmp-<pid>"); group 1 or 2 is the pid of the process that wrote them.
+TEMPORARY_PATTERN = re.compile(r"^\.tmp-(\d+)-|\.tmp-(\d+)$")
+
+
+def remove_stale_temporaries(directory):
+    """Deletes the temporary files that atomic writes of killed runs left in `directory`.
+
+    Nothing reads them (no checkpoint has such a name); the files of processes that may still
+    be running are kept. Returns the paths removed.
+    """
+    removed = []
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        match = TEMPORARY_PATTERN.search(name)
+        if match and not _may_be_running(int(match.group(1) or match.group(2))):
+            os.remove(os.path.join(directory, name))
+            removed.append(os.path.join(directory, name))
+    return removed
+
+
+def _may_be_running(pid):
+    """False only if no process `pid` exists."""
+    if os.name != "posix" or pid == os.getpid():
+        return True  # Windows has no harmless probe: os.kill would end the process
+    try:
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, as another user's
+    return True
+
+
 def list_checkpoints(directory):
     """The run's step checkpoints as (step, epoch, path), oldest first."""
     found = []
@@ -138,7 +171,8 @@ class Checkpoint(keras.callbacks.Callback):
     step); the newest `keep` are kept. `best.weights.h5` holds the
     model with the lowest validation loss so far, and `best.json` its loss and step, so a
     resumed run keeps comparing against it. A checkpoint whose weights are not finite is
-    never written: training stops instead, naming the last good checkpoint.
+    never written: training stops instead, naming the last good checkpoint. Temporary files
+    left by a killed run's writes are deleted when the next run starts.
 
     Args:
         directory: the run's checkpoints folder.
@@ -156,6 +190,9 @@ class Checkpoint(keras.callbacks.Callback):
         self.epoch = 0
         self.last_saved = None
         self.stopped_on_nan = False
+        removed = remove_stale_temporaries(directory)
+        if removed:
+            print(f"Removed {len(removed)} temporary file(s) that an interrupted run left in {directory}")
         existing = list_checkpoints(directory)
         if existing:
             self.last_saved = existing[-1][2]
