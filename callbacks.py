@@ -216,6 +216,8 @@ class Checkpoint(keras.callbacks.Callback):
         step = global_step(self.model)
         self.epoch = epoch + 1
         self._save_step(step)
+        if self.stopped_on_nan:
+            return  # the weights are not finite: not a best model either
         value = (logs or {}).get(self.monitor)
         if value is None or not math.isfinite(float(value)):
             return
