@@ -145,7 +145,11 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
     keras.utils.set_random_seed(hps.seed)
     model = compile_model(build_model(hps), hps)
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
+        try:
+            load_checkpoint(model, checkpoint)
+        except ValueError as err:  # a damaged or foreign file: one line, as in main()
+            print(f"error: {err}", file=sys.stderr)
+            return 2
 
     train_batches = SketchBatches(loaders["train"], hps.batch_size, augment=True, shuffle=True,
                                   seed=hps.seed, steps_per_epoch=hps.steps_per_epoch or None,
@@ -256,13 +260,33 @@ def checkpoint_is_complete(path):
 
 
 def load_checkpoint(model, path):
-    """Loads weights and optimizer state (including the global step) into a compiled model."""
+    """Loads weights and optimizer state (including the global step) into a compiled model.
+
+    Raises:
+        ValueError: in one line, if the file does not fit the model or holds NaN or inf.
+    """
+    import warnings
+
+    import keras
+    import numpy as np
+
     model.optimizer.build(model.trainable_variables)
-    try:
-        model.load_weights(path)
-    except (ValueError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"--checkpoint: {path} does not fit this model ({first})") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except (ValueError, TypeError, KeyError, OSError) as err:
+            # Keras says "N objects could not be loaded. Example error message for <layer>:",
+            # the reason on the next line, then the whole variable's values: cut it short.
+            reason = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+            reason = reason[:300] + ("..." if len(reason) > 300 else "") or type(err).__name__
+            raise ValueError(f"--checkpoint: {path} does not fit this model ({reason})") from None
+    for warning in caught:  # a load that worked keeps its warnings; a failed one has its error
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    for variable in [*model.weights, *model.optimizer.variables]:
+        if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
+            raise ValueError(f"--checkpoint: {path} holds NaN or infinite values in "
+                             f"{variable.path}; resume from an earlier checkpoint")
 
 
 def print_resume_hint(args, experiment_dir, last_saved):
