@@ -83,8 +83,7 @@ def prepare(args):
         hps = HParams.parse(args.hparams, base=stored_hps)
         check_same_model(stored_hps, hps, config_path)
         checkpoint, initial_epoch = find_checkpoint(args.checkpoint, args.initial_epoch)
-        scale_factor = stored["scale_factor"]
-        data_sets = stored["data_set"]
+        scale_factor, data_sets = stored_data_settings(stored, config_path)
         if args.data_set and sorted(args.data_set.split(",")) != sorted(data_sets):
             raise ValueError(f"--data_set: the run in {experiment_dir} was trained on "
                              f"{','.join(data_sets)}, not {args.data_set}")
@@ -211,6 +210,23 @@ def check_same_model(stored, requested, config_path):
         if key not in BASE_OVERRIDABLE_ON_RESUME and getattr(stored, key) != value:
             raise ValueError(f"--hparams: {key}={value} does not match the run being resumed "
                              f"({key}={getattr(stored, key)} in {config_path})")
+
+
+def stored_data_settings(stored, config_path):
+    """The scale factor and data set names of a stored config, checked before use."""
+    import math
+    import reprlib
+
+    scale_factor, data_sets = stored.get("scale_factor"), stored.get("data_set")
+    if (isinstance(scale_factor, bool) or not isinstance(scale_factor, (int, float))
+            or not (math.isfinite(scale_factor) and scale_factor > 0)):
+        raise ValueError(f"{config_path}: 'scale_factor' must be a positive number, "
+                         f"got {reprlib.repr(scale_factor)}")
+    if not (isinstance(data_sets, list) and data_sets
+            and all(isinstance(name, str) and name for name in data_sets)):
+        raise ValueError(f"{config_path}: 'data_set' must be a list of data set names, "
+                         f"got {reprlib.repr(data_sets)}")
+    return float(scale_factor), data_sets
 
 
 def find_checkpoint(path, initial_epoch):
