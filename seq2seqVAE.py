@@ -369,11 +369,15 @@ def _lstm_step(gates_in, h, c, recurrent_kernel, keep_step, dropout_t, matmul_dt
 
 
 def _recurrent_matmul(h, recurrent_kernel, matmul_dtype):
-    """h @ U, optionally with both operands rounded to `matmul_dtype` (bfloat16 on AMX)."""
+    """h @ U; with `matmul_dtype` (bfloat16 on AMX) h is rounded to it, and U must already
+    be in it (cast once per sequence, not once per step)."""
     if matmul_dtype is None:
         return ops.matmul(h, recurrent_kernel)
-    product = ops.matmul(ops.cast(h, matmul_dtype), ops.cast(recurrent_kernel, matmul_dtype))
-    return ops.cast(product, h.dtype)
+    return ops.cast(ops.matmul(ops.cast(h, matmul_dtype), recurrent_kernel), h.dtype)
+
+
+def _matmul_operand(kernel, matmul_dtype):
+    return kernel if matmul_dtype is None else ops.cast(kernel, matmul_dtype)
 
 
 def lstm_recurrence_autodiff(projected, recurrent_kernel, h0, c0, step_mask=None, dropout=None,
@@ -393,7 +397,7 @@ def lstm_recurrence_autodiff(projected, recurrent_kernel, h0, c0, step_mask=None
     Returns:
         (hs (T, B, H) in input order, h_T, c_T).
     """
-    recurrent_kernel = ops.convert_to_tensor(recurrent_kernel)
+    recurrent_kernel = _matmul_operand(ops.convert_to_tensor(recurrent_kernel), matmul_dtype)
     xs = (projected,) + tuple(t for t in (step_mask, dropout) if t is not None)
 
     def step(state, inputs):
@@ -438,12 +442,13 @@ def _make_recurrence(has_mask, has_dropout, reverse, matmul_dtype):
     @ops.custom_gradient
     def recurrence(projected, recurrent_kernel, h0, c0, *extra):
         xs = (projected,) + tuple(extra)  # extra: the step mask and/or the dropout mask
+        kernel = _matmul_operand(recurrent_kernel, matmul_dtype)
 
         def step(state, inputs):
             keep_step = inputs[1] if has_mask else None
             dropout_t = inputs[-1] if has_dropout else None
-            h, c, acts, tanh_c = _lstm_step(inputs[0], *state, recurrent_kernel, keep_step,
-                                            dropout_t, matmul_dtype)
+            h, c, acts, tanh_c = _lstm_step(inputs[0], *state, kernel, keep_step, dropout_t,
+                                            matmul_dtype)
             return (h, c), (h, c, acts, tanh_c)
 
         (h, c), (hs, cs, acts, tanh_cs) = _scan(step, (h0, c0), xs, reverse=reverse)
@@ -459,7 +464,7 @@ def _make_recurrence(has_mask, has_dropout, reverse, matmul_dtype):
             else:
                 h_prev = ops.concatenate([h0[None], hs[:-1]], axis=0)
                 c_prev = ops.concatenate([c0[None], cs[:-1]], axis=0)
-            kernel_t = ops.transpose(recurrent_kernel)
+            kernel_t = _matmul_operand(ops.transpose(recurrent_kernel), matmul_dtype)
             back_xs = (d_hs, acts, tanh_cs, c_prev) + tuple(extra)
 
             def back_step(state, inputs):
