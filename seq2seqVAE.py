@@ -105,6 +105,9 @@ class HParams:
 
     def validate(self, source="hparams"):
         """Raises ValueError for values no run can use."""
+        for key, value in self.to_dict().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{source}: hparam '{key}' must be a finite number, got {value}")
         positive = ["max_seq_len", "enc_rnn_size", "dec_rnn_size", "z_size", "num_mixture",
                     "batch_size", "epochs", "learning_rate"]
         for key in positive:
@@ -164,7 +167,7 @@ def load_config(run_dir):
         with open(path) as f:
             config = json.load(f)
         hps = HParams.from_dict(config["hparams"], source=path)
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: not a model_config.json written by this project ({err})") from None
     return hps, config
 
