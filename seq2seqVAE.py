@@ -276,7 +276,7 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
             projected = projected + ops.expand_dims(ops.matmul(constant, self.kernel[input_dim:]), 1)
         steps = [ops.transpose(projected, (1, 0, 2))]  # (T, B, 4H)
         if mask is not None:
-            steps.append(ops.expand_dims(ops.transpose(ops.cast(mask, inputs.dtype)), -1))
+            steps.append(ops.expand_dims(ops.transpose(ops.cast(mask, "bool")), -1))
         if use_dropout:
             shape = (ops.shape(inputs)[1], ops.shape(inputs)[0], self.units)
             keep = self.recurrent_dropout_keep
@@ -352,23 +352,22 @@ def _scan(step, init, xs, reverse=False):
         carry, ys = step(carry, tuple(x.read(index) for x in inputs))
         return t + 1, carry, [out.write(index, y) for out, y in zip(outputs, ys)]
 
-    _, carry, outputs = tf.while_loop(lambda t, *_: t < steps, body, (0, init, outputs))
+    _, carry, outputs = tf.while_loop(lambda t, *_: t < steps, body, (0, init, outputs),
+                                      maximum_iterations=steps)  # which XLA needs
     return carry, tuple(out.stack() for out in outputs)
 
 
-def _lstm_step(gates_in, h, c, recurrent_kernel, keep_step, dropout_t, matmul_dtype):
-    """One LSTM step; returns (h, c, activations [i, f, g, o], tanh(c))."""
-    gates = gates_in + _recurrent_matmul(h, recurrent_kernel, matmul_dtype)
+def _lstm_step(projected_t, h, c, recurrent_kernel, inside_t, dropout_t, matmul_dtype):
+    """One LSTM step (the autodiff path's); `inside_t` (B, 1) bool is False on padding, where
+    the state passes through unchanged."""
+    gates = projected_t + _recurrent_matmul(h, recurrent_kernel, matmul_dtype)
     i, f, g, o = ops.split(gates, 4, axis=-1)
-    i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
-    candidate = g * dropout_t if dropout_t is not None else g
-    new_c = f * c + i * candidate
-    tanh_c = ops.tanh(new_c)
-    new_h = o * tanh_c
-    if keep_step is not None:  # (B, 1): 1 inside the sketch, 0 in its padding
-        new_h = keep_step * new_h + (1 - keep_step) * h
-        new_c = keep_step * new_c + (1 - keep_step) * c
-    return new_h, new_c, ops.concatenate([i, f, g, o], axis=-1), tanh_c
+    candidate = ops.tanh(g) if dropout_t is None else ops.tanh(g) * dropout_t
+    new_c = ops.sigmoid(f) * c + ops.sigmoid(i) * candidate
+    new_h = ops.sigmoid(o) * ops.tanh(new_c)
+    if inside_t is not None:
+        new_h, new_c = ops.where(inside_t, new_h, h), ops.where(inside_t, new_c, c)
+    return new_h, new_c
 
 
 def _recurrent_matmul(h, recurrent_kernel, matmul_dtype):
@@ -390,8 +389,8 @@ def lstm_recurrence_autodiff(projected, recurrent_kernel, h0, c0, step_mask=None
     Args:
         projected: x_t W + b for every step, time-major (T, B, 4H).
         recurrent_kernel: U, (H, 4H). h0, c0: (B, H).
-        step_mask: optional (T, B, 1), 1 inside the sequence and 0 on padding (the state
-            passes through padding unchanged).
+        step_mask: optional (T, B, 1) bool, True inside the sequence and False on padding
+            (the state passes through padding unchanged).
         dropout: optional (T, B, H) mask, already divided by the keep probability,
             multiplied into the cell candidate (recurrent dropout without memory loss).
         reverse: run from the last step to the first.
@@ -404,10 +403,9 @@ def lstm_recurrence_autodiff(projected, recurrent_kernel, h0, c0, step_mask=None
     xs = (projected,) + tuple(t for t in (step_mask, dropout) if t is not None)
 
     def step(state, inputs):
-        h, c = state
-        keep_step = inputs[1] if step_mask is not None else None
+        inside_t = inputs[1] if step_mask is not None else None
         dropout_t = inputs[-1] if dropout is not None else None
-        h, c, _, _ = _lstm_step(inputs[0], h, c, recurrent_kernel, keep_step, dropout_t, matmul_dtype)
+        h, c = _lstm_step(inputs[0], *state, recurrent_kernel, inside_t, dropout_t, matmul_dtype)
         return (h, c), (h,)
 
     (h, c), (hs,) = _scan(step, (h0, c0), xs, reverse=reverse)
@@ -417,86 +415,113 @@ def lstm_recurrence_autodiff(projected, recurrent_kernel, h0, c0, step_mask=None
 def lstm_recurrence(projected, recurrent_kernel, h0, c0, step_mask=None, dropout=None,
                     reverse=False, matmul_dtype=None):
     """The LSTM recurrence with a hand-written backward pass (same arguments and results as
-    `lstm_recurrence_autodiff`, which the tests compare it with).
+    `lstm_recurrence_autodiff`, which the tests compare it with; other backends use that).
 
-    The forward pass keeps each step's gate activations; the backward pass is one reverse
-    loop whose only matmul is dh_{t-1} = dgates_t U^T, and dU = sum_t h_{t-1}^T dgates_t is
-    one large matmul after it, as cuDNN does, instead of a small matmul per step plus the
-    bookkeeping of a differentiated loop.
+    The forward loop stores h, c and the gates' sigmoids; the backward loop's only matmul is
+    dh_{t-1} = dgates_t U^T, and dU = sum_t h_{t-1}^T dgates_t is one large matmul after it,
+    as cuDNN does, instead of a small matmul per step plus the bookkeeping of a
+    differentiated loop. Both loops read their step of each input by index rather than
+    unstacking whole sequences, and tanh(g) is taken as 2 sigmoid(2g) - 1 so that one
+    sigmoid covers all four gates.
     """
-    tensors = [projected, ops.convert_to_tensor(recurrent_kernel), h0, c0]
-    tensors += [t for t in (step_mask, dropout) if t is not None]
-    function = _custom_gradient_recurrence(step_mask is not None, dropout is not None, reverse,
-                                           matmul_dtype)
-    return function(*tensors)
+    if keras.backend.backend() != "tensorflow":
+        return lstm_recurrence_autodiff(projected, recurrent_kernel, h0, c0, step_mask, dropout,
+                                        reverse, matmul_dtype)
+    key = (step_mask is not None, dropout is not None, reverse, matmul_dtype)
+    if key not in _RECURRENCES:
+        _RECURRENCES[key] = _make_tf_recurrence(*key)
+    import tensorflow as tf
+
+    # A tensor, not the variable: tf.custom_gradient would otherwise want variable gradients.
+    kernel = tf.identity(ops.convert_to_tensor(recurrent_kernel))
+    tensors = [projected, kernel, h0, c0]
+    return _RECURRENCES[key](*tensors, *(t for t in (step_mask, dropout) if t is not None))
 
 
 _RECURRENCES = {}
 
 
-def _custom_gradient_recurrence(has_mask, has_dropout, reverse, matmul_dtype):
-    key = (has_mask, has_dropout, reverse, matmul_dtype)
-    if key not in _RECURRENCES:
-        _RECURRENCES[key] = _make_recurrence(*key)
-    return _RECURRENCES[key]
+def _make_tf_recurrence(has_mask, has_dropout, reverse, matmul_dtype):
+    import tensorflow as tf
 
+    def matmul(a, b_cast):
+        if matmul_dtype is None:
+            return tf.matmul(a, b_cast)
+        return tf.cast(tf.matmul(tf.cast(a, matmul_dtype), b_cast), a.dtype)
 
-def _make_recurrence(has_mask, has_dropout, reverse, matmul_dtype):
-    @ops.custom_gradient
+    def cast(kernel):
+        return kernel if matmul_dtype is None else tf.cast(kernel, matmul_dtype)
+
+    @tf.custom_gradient
     def recurrence(projected, recurrent_kernel, h0, c0, *extra):
-        xs = (projected,) + tuple(extra)  # extra: the step mask and/or the dropout mask
-        kernel = _matmul_operand(recurrent_kernel, matmul_dtype)
+        steps = tf.shape(projected)[0]
+        units = tf.shape(h0)[-1]
+        inside = extra[0] if has_mask else None  # (T, B, 1) bool
+        dropout = extra[-1] if has_dropout else None  # (T, B, H)
+        kernel = cast(recurrent_kernel)
+        # sigmoid(2x) on the candidate's columns, for tanh(x) = 2 sigmoid(2x) - 1.
+        gate_scale = tf.repeat(tf.constant([1.0, 1.0, 2.0, 1.0], projected.dtype), units)
 
-        def step(state, inputs):
-            keep_step = inputs[1] if has_mask else None
-            dropout_t = inputs[-1] if has_dropout else None
-            h, c, acts, tanh_c = _lstm_step(inputs[0], *state, kernel, keep_step, dropout_t,
-                                            matmul_dtype)
-            return (h, c), (h, c, acts, tanh_c)
+        def body(t, h, c, hs, cs, sigmoids):
+            k = steps - 1 - t if reverse else t
+            sigmoid = tf.sigmoid((projected[k] + matmul(h, kernel)) * gate_scale)
+            i, f, g2, o = tf.split(sigmoid, 4, axis=-1)
+            candidate = 2 * g2 - 1
+            if has_dropout:
+                candidate = candidate * dropout[k]
+            new_c = f * c + i * candidate
+            new_h = o * tf.tanh(new_c)
+            if has_mask:
+                new_h, new_c = tf.where(inside[k], new_h, h), tf.where(inside[k], new_c, c)
+            return t + 1, new_h, new_c, hs.write(k, new_h), cs.write(k, new_c), sigmoids.write(k, sigmoid)
 
-        (h, c), (hs, cs, acts, tanh_cs) = _scan(step, (h0, c0), xs, reverse=reverse)
+        arrays = [tf.TensorArray(projected.dtype, size=steps) for _ in range(3)]
+        _, h, c, hs, cs, sigmoids = tf.while_loop(
+            lambda t, *_: t < steps, body, (0, h0, c0, *arrays), maximum_iterations=steps)
+        hs, cs, sigmoids = hs.stack(), cs.stack(), sigmoids.stack()
 
-        def grad(*upstream, **kwargs):
-            upstream = kwargs.get("upstream", upstream)
-            d_hs, d_h, d_c = (ops.zeros_like(t) if g is None else g
-                              for g, t in zip(upstream, (hs, h, c)))
-            # The state each step started from: the previous step's output, or h0/c0.
+        def grad(d_hs, d_h, d_c):
+            d_h = tf.zeros_like(h0) if d_h is None else d_h
+            d_c = tf.zeros_like(c0) if d_c is None else d_c
+            # The state each step started from: the previous step's output, or h0 / c0.
             if reverse:
-                h_prev = ops.concatenate([hs[1:], h0[None]], axis=0)
-                c_prev = ops.concatenate([cs[1:], c0[None]], axis=0)
+                h_prev, c_prev = tf.concat([hs[1:], h0[None]], 0), tf.concat([cs[1:], c0[None]], 0)
             else:
-                h_prev = ops.concatenate([h0[None], hs[:-1]], axis=0)
-                c_prev = ops.concatenate([c0[None], cs[:-1]], axis=0)
-            kernel_t = _matmul_operand(ops.transpose(recurrent_kernel), matmul_dtype)
-            back_xs = (d_hs, acts, tanh_cs, c_prev) + tuple(extra)
+                h_prev, c_prev = tf.concat([h0[None], hs[:-1]], 0), tf.concat([c0[None], cs[:-1]], 0)
+            kernel_t = cast(tf.transpose(recurrent_kernel))
 
-            def back_step(state, inputs):
-                dh, dc = state
-                d_out, act, tanh_c, c_before = inputs[:4]
-                dh = dh + d_out
-                dh_skip = dc_skip = 0.0
+            def back(t, dh, dc, d_gates):
+                k = t if reverse else steps - 1 - t  # the forward loop's steps, backwards
+                i, f, g2, o = tf.split(sigmoids[k], 4, axis=-1)
+                g = 2 * g2 - 1
+                tanh_c = tf.tanh(cs[k])
+                if d_hs is not None:
+                    dh = dh + d_hs[k]
+                if has_mask:  # on padding, dh and dc pass through to the step before
+                    dh_skip, dc_skip = dh, dc
+                    dh = tf.where(inside[k], dh, 0.0)
+                    dc = tf.where(inside[k], dc, 0.0)
+                dc = dc + dh * o * (1 - tf.square(tanh_c))
+                d_candidate = dc * i
+                if has_dropout:
+                    d_candidate = d_candidate * dropout[k]
+                    g_dropped = g * dropout[k]
+                else:
+                    g_dropped = g
+                d_gates_k = tf.concat([dc * g_dropped * i * (1 - i), dc * c_prev[k] * f * (1 - f),
+                                       d_candidate * (1 - tf.square(g)), dh * tanh_c * o * (1 - o)], -1)
+                dh_prev, dc_prev = matmul(d_gates_k, kernel_t), dc * f
                 if has_mask:
-                    keep_step = inputs[4]
-                    dh_skip, dc_skip = (1 - keep_step) * dh, (1 - keep_step) * dc
-                    dh, dc = keep_step * dh, keep_step * dc
-                i, f, g, o = ops.split(act, 4, axis=-1)
-                candidate = g * inputs[-1] if has_dropout else g
-                dc = dc + dh * o * (1 - ops.square(tanh_c))
-                d_g = dc * i * inputs[-1] if has_dropout else dc * i
-                d_gates = ops.concatenate([
-                    dc * candidate * i * (1 - i),
-                    dc * c_before * f * (1 - f),
-                    d_g * (1 - ops.square(g)),
-                    dh * tanh_c * o * (1 - o),
-                ], axis=-1)
-                dh_prev = _recurrent_matmul(d_gates, kernel_t, matmul_dtype) + dh_skip
-                dc_prev = dc * f + dc_skip
-                return (dh_prev, dc_prev), (d_gates,)
+                    dh_prev = tf.where(inside[k], dh_prev, dh_skip)
+                    dc_prev = tf.where(inside[k], dc_prev, dc_skip)
+                return t + 1, dh_prev, dc_prev, d_gates.write(k, d_gates_k)
 
-            (dh0, dc0), (d_gates,) = _scan(back_step, (d_h, d_c), back_xs, reverse=not reverse)
-            units = ops.shape(h0)[-1]
-            d_kernel = ops.matmul(ops.transpose(ops.reshape(h_prev, (-1, units))),
-                                  ops.reshape(d_gates, (-1, 4 * units)))
+            d_gates = tf.TensorArray(projected.dtype, size=steps)
+            _, dh0, dc0, d_gates = tf.while_loop(
+                lambda t, *_: t < steps, back, (0, d_h, d_c, d_gates), maximum_iterations=steps)
+            d_gates = d_gates.stack()
+            d_kernel = tf.matmul(tf.reshape(h_prev, (-1, units)), tf.reshape(d_gates, (-1, 4 * units)),
+                                 transpose_a=True)
             return (d_gates, d_kernel, dh0, dc0) + (None,) * len(extra)
 
         return (hs, h, c), grad

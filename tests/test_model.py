@@ -287,7 +287,7 @@ def test_hand_written_backward_pass_equals_autodiff(use_mask, use_dropout, rever
     h0 = tf.constant(rng.normal(size=(batch, units)), tf.float32)
     c0 = tf.constant(rng.normal(size=(batch, units)), tf.float32)
     lengths = np.array([7, 4, 1])
-    mask = tf.constant((np.arange(steps)[:, None] < lengths)[..., None], tf.float32)
+    mask = tf.constant((np.arange(steps)[:, None] < lengths)[..., None])
     dropout = tf.constant((rng.random((steps, batch, units)) < 0.8) / 0.8, tf.float32)
     weights = tf.constant(rng.normal(size=(steps, batch, units)), tf.float32)
     results = []
