@@ -520,8 +520,10 @@ def _make_tf_recurrence(has_mask, has_dropout, reverse, matmul_dtype):
             _, dh0, dc0, d_gates = tf.while_loop(
                 lambda t, *_: t < steps, back, (0, d_h, d_c, d_gates), maximum_iterations=steps)
             d_gates = d_gates.stack()
-            d_kernel = tf.matmul(tf.reshape(h_prev, (-1, units)), tf.reshape(d_gates, (-1, 4 * units)),
-                                 transpose_a=True)
+            h_flat, d_gates_flat = tf.reshape(h_prev, (-1, units)), tf.reshape(d_gates, (-1, 4 * units))
+            if matmul_dtype is not None:
+                h_flat, d_gates_flat = tf.cast(h_flat, matmul_dtype), tf.cast(d_gates_flat, matmul_dtype)
+            d_kernel = tf.cast(tf.matmul(h_flat, d_gates_flat, transpose_a=True), projected.dtype)
             return (d_gates, d_kernel, dh0, dc0) + (None,) * len(extra)
 
         return (hs, h, c), grad
