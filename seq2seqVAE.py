@@ -1206,6 +1206,7 @@ class SketchRNNDrawer:
         def loop(z, noise, temperature, greedy):
             steps, batch = ops.shape(noise)[0], ops.shape(noise)[1]
             kernel = ops.convert_to_tensor(lstm.kernel)  # rows: 5 for the point, then z's
+            point_kernel = kernel[:5]
             recurrent_kernel = ops.convert_to_tensor(lstm.recurrent_kernel)
             # The z part of the input projection, and the bias, are the same every step.
             constant = ops.matmul(z, kernel[5:]) + lstm.bias  # (B, 4H)
@@ -1221,7 +1222,7 @@ class SketchRNNDrawer:
 
             def step(t, point, h, c, strokes, done):
                 # The LSTM cell as SketchLSTM computes it, gates in the order i, f, g, o.
-                gates = ops.matmul(point, kernel[:5]) + constant + ops.matmul(h, recurrent_kernel)
+                gates = ops.matmul(point, point_kernel) + constant + ops.matmul(h, recurrent_kernel)
                 i, f, g, o = ops.split(gates, 4, axis=-1)
                 c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
                 h = ops.sigmoid(o) * ops.tanh(c)

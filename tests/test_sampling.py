@@ -7,6 +7,7 @@ official `sample()` (inverse-CDF choices, a Cholesky factor for the correlated o
 
 import json
 import math
+import xml.etree.ElementTree as ET
 
 import keras
 import numpy as np
@@ -336,3 +337,33 @@ def test_load_run_errors_name_the_problem(tmp_path):
     bigger.save_weights(str(tmp_path / "bigger.weights.h5"))
     with pytest.raises(ValueError, match="does not fit"):
         load_run(str(tmp_path), checkpoint=str(tmp_path / "bigger.weights.h5"))
+
+
+def test_sampling_command_writes_pictures(tmp_path, shared_datasets, capsys):
+    from PIL import Image
+
+    import seq2seqVAE_sample
+
+    run = tmp_path / "run"
+    write_run(run, tiny_model("max_seq_len=250", seed=14), "best.weights.h5")
+    out = tmp_path / "pictures"
+    common = [f"--run_dir={run}", f"--output_dir={out}", f"--data_dir={shared_datasets}", "--seed=3"]
+
+    assert seq2seqVAE_sample.main(common + ["--count=5"]) == 0
+    first = (out / "sample.svg").read_text()
+    assert ET.fromstring(first).tag == "{http://www.w3.org/2000/svg}svg"
+    assert seq2seqVAE_sample.main(common + ["--count=5"]) == 0
+    assert (out / "sample.svg").read_text() == first  # seeded: the same drawing
+
+    assert seq2seqVAE_sample.main(common + ["--mode=reconstruct", "--count=3", "--format=png"]) == 0
+    assert Image.open(out / "reconstruct.png").format == "PNG"
+
+    assert seq2seqVAE_sample.main(common + ["--mode=interpolate", "--indices=2,5", "--count=4",
+                                            "--format=gif"]) == 0
+    assert sorted(p.name for p in out.glob("interpolate-*.gif")) == [
+        f"interpolate-00{i}.gif" for i in range(4)]
+
+    capsys.readouterr()
+    assert seq2seqVAE_sample.main(common + ["--mode=interpolate", "--indices=1,2,3"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --indices: interpolate takes two test sketches, got 3")

@@ -1,0 +1,166 @@
+"""Draw with a trained Sketch-RNN from the terminal.
+
+Usage:
+    # 16 random sketches in one SVG grid
+    python seq2seqVAE_sample.py --run_dir=examples/sheep --count=16 --temperature=0.5 --seed=1
+
+    # the first 8 test sketches above their reconstructions, as a PNG
+    python seq2seqVAE_sample.py --run_dir=examples/sheep --mode=reconstruct --count=8 \\
+        --format=png --data_dir=datasets
+
+    # 8 steps from test sketch 3 to test sketch 7, one GIF of the pen per step
+    python seq2seqVAE_sample.py --run_dir=examples/sheep --mode=interpolate --indices=3,7 \\
+        --count=8 --format=gif
+
+Pictures go to --output_dir (default <run_dir>/drawings): <mode>.svg or <mode>.png, one grid,
+or <mode>-NNN.gif, one per sketch. Sketches are drawn at the data's size, un-normalised with
+the run's stored scale factor. reconstruct and interpolate read the test sketches of the
+run's data sets from --data_dir (downloading a known data set that is missing).
+"""
+
+import argparse
+import os
+import sys
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Draw random samples, reconstructions or interpolations with a trained "
+                    "Sketch-RNN run, as SVG, PNG or GIF.")
+    parser.add_argument("--run_dir", required=True,
+                        help="run folder with model_config.json and checkpoints/")
+    parser.add_argument("--checkpoint", default=None,
+                        help="weights file to load (default: checkpoints/best.weights.h5, else "
+                             "the newest checkpoint)")
+    parser.add_argument("--mode", default="sample", choices=["sample", "reconstruct", "interpolate"],
+                        help="random sketches, test sketches re-drawn from their z, or the sketches "
+                             "between two test sketches")
+    parser.add_argument("--count", type=int, default=10,
+                        help="sketches to draw (interpolate: steps, both ends included)")
+    parser.add_argument("--temperature", type=float, default=0.5,
+                        help="sampling temperature tau > 0: lower is tidier, 1 is the model's own "
+                             "distribution")
+    parser.add_argument("--greedy", action="store_true",
+                        help="draw the most likely points instead of sampling (ignores temperature)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the random draws (default: a fresh one, printed)")
+    parser.add_argument("--format", default="svg", choices=["svg", "png", "gif"],
+                        help="svg or png: one grid picture; gif: one animation per sketch")
+    parser.add_argument("--output_dir", default=None,
+                        help="folder for the pictures (default: <run_dir>/drawings)")
+    parser.add_argument("--data_dir", default="datasets",
+                        help="folder of the run's .npz data sets (reconstruct, interpolate)")
+    parser.add_argument("--indices", default=None,
+                        help="test sketches to use: reconstruct, a comma list (default: the first "
+                             "--count); interpolate, two (default: 0,1)")
+    parser.add_argument("--method", default="slerp", choices=["slerp", "lerp"],
+                        help="interpolation between the two latent vectors")
+    parser.add_argument("--columns", type=int, default=None,
+                        help="sketches per row of a grid (default: up to 10; reconstruct and "
+                             "interpolate: one row)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        written = draw(args)
+    except (ValueError, OSError, RuntimeError) as err:
+        # The user's flags, files and data: one line, no traceback.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+def draw(args):
+    """Draws what the flags ask for; returns the paths written."""
+    check_args(args)
+    import numpy as np
+
+    import utils
+    from seq2seqVAE import load_run
+
+    drawer = load_run(args.run_dir, args.checkpoint)
+    seed = args.seed
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0] % 1_000_000)
+        print(f"seed {seed} (--seed={seed} draws the same again)", file=sys.stderr)
+    draw_options = dict(temperature=args.temperature, greedy=args.greedy, seed=seed)
+    columns = args.columns
+    tau = "greedy" if args.greedy else f"tau {args.temperature:g}"
+
+    if args.mode == "sample":
+        sketches = drawer.sample(args.count, **draw_options)
+        grid, labels = sketches, None
+    else:
+        if not drawer.hps.conditional:
+            raise ValueError(f"--mode={args.mode}: the run in {args.run_dir} has no encoder "
+                             "(conditional=False); only --mode=sample draws with it")
+        test = drawer.load_sketches(args.data_dir, "test")
+        indices = parse_indices(args, len(test))
+        if args.mode == "reconstruct":
+            originals = [test[i] for i in indices]
+            sketches = drawer.reconstruct(originals, **draw_options)
+            grid = originals + sketches
+            labels = [f"test {i}" for i in indices] + [tau] * len(sketches)
+        else:
+            first, last = indices
+            sketches = drawer.interpolate(test[first], test[last], steps=args.count,
+                                          method=args.method, **draw_options)
+            grid = sketches
+            labels = [f"test {first}"] + [""] * (args.count - 2) + [f"test {last}"]
+        columns = columns or len(sketches)
+
+    output_dir = args.output_dir or os.path.join(args.run_dir, "drawings")
+    os.makedirs(output_dir, exist_ok=True)
+    scale = drawer.scale_factor
+    if args.format == "gif":
+        written = []
+        for number, sketch in enumerate(sketches):
+            path = os.path.join(output_dir, f"{args.mode}-{number:03d}.gif")
+            utils.sketch_to_gif(sketch, path, scale_factor=scale)
+            written.append(path)
+        return written
+    path = os.path.join(output_dir, f"{args.mode}.{args.format}")
+    if args.format == "svg":
+        utils.sketches_to_svg(grid, path, columns=columns, labels=labels, scale_factor=scale)
+    else:
+        utils.sketches_to_png(grid, path, columns=columns, labels=labels, scale_factor=scale)
+    return [path]
+
+
+def check_args(args):
+    """One-line errors for flag values argparse cannot check."""
+    if args.count < 1 or (args.mode == "interpolate" and args.count < 2):
+        least = 2 if args.mode == "interpolate" else 1
+        raise ValueError(f"--count must be at least {least} for --mode={args.mode}, got {args.count}")
+    if not args.temperature > 0:
+        raise ValueError(f"--temperature must be > 0 (use --greedy for the limit), got {args.temperature}")
+    if args.columns is not None and args.columns < 1:
+        raise ValueError(f"--columns must be at least 1, got {args.columns}")
+    if not os.path.isdir(args.run_dir):
+        raise ValueError(f"--run_dir: {args.run_dir} is not a folder")
+
+
+def parse_indices(args, available):
+    """The test sketch indices the mode uses, checked against the `available` sketches."""
+    if args.indices is None:
+        indices = list(range(min(args.count, available))) if args.mode == "reconstruct" else [0, 1]
+    else:
+        try:
+            indices = [int(text) for text in args.indices.split(",")]
+        except ValueError:
+            raise ValueError(f"--indices: expected comma-separated integers, got '{args.indices}'") from None
+    if args.mode == "interpolate" and len(indices) != 2:
+        raise ValueError(f"--indices: interpolate takes two test sketches, got {len(indices)}")
+    for index in indices:
+        if not 0 <= index < available:
+            raise ValueError(f"--indices: {index} is not a test sketch (there are {available}, 0 to "
+                             f"{available - 1})")
+    return indices
+
+
+if __name__ == "__main__":
+    sys.exit(main())
