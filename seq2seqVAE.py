@@ -66,7 +66,8 @@ class HParams:
     bucket_batches: int = 10  # Batch sketches of similar length from pools of this many
     # batches and cut each batch after its longest sketch; 0 pads every batch to max_seq_len.
     custom_lstm_gradient: bool = True  # The LSTM's hand-written backward pass (else autodiff).
-    lstm_matmul_dtype: str = "float32"  # Dtype of the LSTM's recurrent matmuls ("bfloat16").
+    lstm_matmul_dtype: str = "auto"  # The LSTM's recurrent matmuls: float32, bfloat16, or auto
+    # (bfloat16 where the CPU computes it natively: AVX512-BF16 or AMX; else float32).
     jit_compile: bool = False  # Compile the train step with XLA.
 
     @classmethod
@@ -121,9 +122,9 @@ class HParams:
         for key in ["recurrent_dropout_prob", "kl_decay_rate", "decay_rate"]:
             if not 0 < getattr(self, key) <= 1:
                 raise ValueError(f"{source}: hparam '{key}' must be in (0, 1], got {getattr(self, key)}")
-        if self.lstm_matmul_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"{source}: hparam 'lstm_matmul_dtype' must be float32 or bfloat16, "
-                             f"got {self.lstm_matmul_dtype!r}")
+        if self.lstm_matmul_dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"{source}: hparam 'lstm_matmul_dtype' must be auto, float32 or "
+                             f"bfloat16, got {self.lstm_matmul_dtype!r}")
         if not 0 <= self.augment_stroke_prob < 1:
             raise ValueError(f"{source}: hparam 'augment_stroke_prob' must be in [0, 1), "
                              f"got {self.augment_stroke_prob}")
@@ -724,8 +725,25 @@ def build_model(hps):
     return SketchRNN(strokes, params, hps, name="sketch_rnn")
 
 
+def resolved_matmul_dtype(hps):
+    """hps.lstm_matmul_dtype with "auto" resolved for this machine."""
+    if hps.lstm_matmul_dtype != "auto":
+        return hps.lstm_matmul_dtype
+    return "bfloat16" if _cpu_has_native_bfloat16() else "float32"
+
+
+def _cpu_has_native_bfloat16():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:  # not Linux: do not guess
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 def _lstm_options(hps):
-    matmul_dtype = None if hps.lstm_matmul_dtype == "float32" else hps.lstm_matmul_dtype
+    matmul_dtype = resolved_matmul_dtype(hps)
+    matmul_dtype = None if matmul_dtype == "float32" else matmul_dtype
     return {"accelerate": hps.accelerate_LSTM, "custom_gradient": hps.custom_lstm_gradient,
             "matmul_dtype": matmul_dtype}
 

@@ -123,7 +123,7 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
 
     from batch_generator import SketchBatches
     from callbacks import BatchEpoch, Checkpoint, KLWeightAnnealing, LearningRateDecay, write_json_atomically
-    from seq2seqVAE import build_model, compile_model
+    from seq2seqVAE import build_model, compile_model, resolved_matmul_dtype
 
     config_path = os.path.join(experiment_dir, "model_config.json")
     checkpoint_dir = os.path.join(experiment_dir, "checkpoints")
@@ -170,7 +170,8 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
         keras.callbacks.TensorBoard(os.path.join(experiment_dir, "logs", "tensorboard")),
     ]
     print(f"Training on {len(loaders['train'])} sketches of {','.join(data_sets)} "
-          f"({len(train_batches)} steps per epoch, scale factor {scale_factor:.4f}); "
+          f"({len(train_batches)} steps per epoch, scale factor {scale_factor:.4f}, "
+          f"LSTM matmuls in {resolved_matmul_dtype(hps)}); "
           f"run folder {experiment_dir}" + (f"; resuming from {checkpoint}" if checkpoint else ""))
     try:
         # shuffle=False: SketchBatches shuffles itself, from (seed, epoch), so that a resumed

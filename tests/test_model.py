@@ -321,3 +321,35 @@ def test_evaluation_losses_do_not_depend_on_the_padding():
     assert longest < 11
     for key in ("loss", "reconstruction_loss", "kl_loss"):
         assert cut[key] == pytest.approx(full[key], rel=1e-5), key
+
+
+def test_bfloat16_recurrent_matmuls_stay_close_to_float32():
+    import tensorflow as tf
+
+    from seq2seqVAE import lstm_recurrence
+
+    rng = np.random.default_rng(11)
+    steps, batch, units = 20, 4, 16
+    projected = tf.constant(rng.normal(size=(steps, batch, 4 * units)), tf.float32)
+    kernel = tf.constant(rng.normal(scale=0.3, size=(units, 4 * units)), tf.float32)
+    zeros = tf.zeros((batch, units))
+    results = {}
+    for dtype in (None, "bfloat16"):
+        with tf.GradientTape() as tape:
+            tape.watch([projected, kernel])
+            hs, _, _ = lstm_recurrence(projected, kernel, zeros, zeros, matmul_dtype=dtype)
+            loss = tf.reduce_sum(tf.square(hs))
+        results[dtype] = [hs, *tape.gradient(loss, [projected, kernel])]
+    for exact, rounded in zip(results[None], results["bfloat16"]):
+        # bf16 keeps 8 bits of mantissa: relative errors of a few parts in a thousand per matmul.
+        assert np.linalg.norm(rounded - exact) <= 0.02 * np.linalg.norm(exact)
+
+
+def test_auto_matmul_dtype_follows_the_cpu(monkeypatch):
+    import seq2seqVAE
+
+    monkeypatch.setattr(seq2seqVAE, "_cpu_has_native_bfloat16", lambda: True)
+    assert seq2seqVAE.resolved_matmul_dtype(HParams()) == "bfloat16"
+    monkeypatch.setattr(seq2seqVAE, "_cpu_has_native_bfloat16", lambda: False)
+    assert seq2seqVAE.resolved_matmul_dtype(HParams()) == "float32"
+    assert seq2seqVAE.resolved_matmul_dtype(HParams(lstm_matmul_dtype="bfloat16")) == "bfloat16"
