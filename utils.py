@@ -885,8 +885,8 @@ def sketch_to_gif(stroke3, path, frames=None, scale_factor=1.0, duration=40, hol
     Args:
         stroke3: array of shape (N, 3).
         path: the .gif file to write.
-        frames: number of frames F, at most N (default: N, at most 100). An empty sketch
-            gives one blank frame.
+        frames: number of frames F (default 100). A frame adds at least one point, so a
+            sketch of N < F points gets N frames; an empty sketch gets one blank frame.
         scale_factor: multiplies dx and dy (see the section's note).
         duration: ms per frame; hold: ms of the last frame.
         stroke_width, margin: in pixels.
@@ -897,10 +897,10 @@ def sketch_to_gif(stroke3, path, frames=None, scale_factor=1.0, duration=40, hol
     """
     stroke3 = _as_stroke3(stroke3)
     total = len(stroke3)
-    if frames is None:
-        frames = min(max(total, 1), 100)
-    elif not 1 <= frames <= max(total, 1):
-        raise ValueError(f"frames must be between 1 and the sketch's {total} points, got {frames}")
+    if frames is not None and frames < 1:
+        raise ValueError(f"frames must be at least 1, got {frames}")
+    # Pillow merges identical consecutive frames, so each frame must add a point.
+    frames = min(100 if frames is None else frames, max(total, 1))
     grid = _Grid([stroke3], 1, None, scale_factor, margin, 0.0)
     canvas = _Canvas(grid, stroke_width, color)
     lines = grid.cells[0][0]
