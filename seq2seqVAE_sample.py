@@ -13,9 +13,10 @@ Usage:
         --count=8 --format=gif
 
 Pictures go to --output_dir (default <run_dir>/drawings): <mode>.svg or <mode>.png, one grid,
-or <mode>-NNN.gif, one per sketch. Sketches are drawn at the data's size, un-normalised with
-the run's stored scale factor. reconstruct and interpolate read the test sketches of the
-run's data sets from --data_dir (downloading a known data set that is missing).
+or <mode>-NNN.gif, one per sketch. A grid fits each sketch into a --cell_size square; with
+--cell_size=0, and in GIFs, sketches are drawn at the data's size, un-normalised with the
+run's stored scale factor. reconstruct and interpolate read the test sketches of the run's
+data sets from --data_dir (downloading a known data set that is missing).
 """
 
 import argparse
@@ -55,6 +56,10 @@ def parse_args(argv=None):
                              "--count); interpolate, two (default: 0,1)")
     parser.add_argument("--method", default="slerp", choices=["slerp", "lerp"],
                         help="interpolation between the two latent vectors")
+    parser.add_argument("--cell_size", type=float, default=150,
+                        help="pixels per grid cell, each sketch scaled to fit its own; 0 draws every "
+                             "sketch at the data's size (then sizes compare, but one long stray "
+                             "line makes every cell large)")
     parser.add_argument("--columns", type=int, default=None,
                         help="sketches per row of a grid (default: up to 10; reconstruct and "
                              "interpolate: one row)")
@@ -124,10 +129,9 @@ def draw(args):
             written.append(path)
         return written
     path = os.path.join(output_dir, f"{args.mode}.{args.format}")
-    if args.format == "svg":
-        utils.sketches_to_svg(grid, path, columns=columns, labels=labels, scale_factor=scale)
-    else:
-        utils.sketches_to_png(grid, path, columns=columns, labels=labels, scale_factor=scale)
+    write = utils.sketches_to_svg if args.format == "svg" else utils.sketches_to_png
+    write(grid, path, columns=columns, labels=labels, scale_factor=scale,
+          cell_size=args.cell_size or None)
     return [path]
 
 
@@ -138,6 +142,8 @@ def check_args(args):
         raise ValueError(f"--count must be at least {least} for --mode={args.mode}, got {args.count}")
     if not args.temperature > 0:
         raise ValueError(f"--temperature must be > 0 (use --greedy for the limit), got {args.temperature}")
+    if args.cell_size and args.cell_size <= 20:
+        raise ValueError(f"--cell_size must be more than 20 pixels (or 0), got {args.cell_size:g}")
     if args.columns is not None and args.columns < 1:
         raise ValueError(f"--columns must be at least 1, got {args.columns}")
     if not os.path.isdir(args.run_dir):

@@ -713,29 +713,40 @@ def _as_stroke3(stroke3):
 
 
 class _Grid:
-    """Sketches placed in equal cells, each as large as the largest sketch plus a margin.
+    """Sketches placed in equal cells, with a margin inside each cell.
 
-    ``cells`` holds, per sketch, its strokes moved into place and its label's position.
-    Sizes are in pixels.
+    The cells are as large as the largest sketch, or ``cell_size`` pixels square with every
+    sketch scaled to fit its cell. ``cells`` holds, per sketch, its strokes moved into place
+    and its label's (text, x, y). Sizes are in pixels.
     """
 
-    def __init__(self, sketches, columns, labels, scale_factor, margin, font_size):
+    def __init__(self, sketches, columns, labels, scale_factor, margin, font_size, cell_size=None):
         if len(sketches) == 0:
             raise ValueError("nothing to draw: the list of sketches is empty")
         if labels is not None and len(labels) != len(sketches):
             raise ValueError(f"got {len(labels)} labels for {len(sketches)} sketches")
+        if cell_size is not None and not cell_size > 2 * margin:
+            raise ValueError(f"cell_size must be larger than twice the margin ({2 * margin}), "
+                             f"got {cell_size}")
         self.columns = min(columns or 10, len(sketches))
         self.rows = -(-len(sketches) // self.columns)
         self.font_size = font_size
         all_lines = [stroke_lines(sketch, scale_factor) for sketch in sketches]
         extents = []
-        for lines in all_lines:
+        for index, lines in enumerate(all_lines):
             points = np.concatenate(lines) if lines else np.zeros((1, 2))
-            extents.append((points.min(axis=0), points.max(axis=0)))
-        cell_w = max(high[0] - low[0] for low, high in extents) + 2 * margin
-        cell_h = max(high[1] - low[1] for low, high in extents) + 2 * margin
+            low, high = points.min(axis=0), points.max(axis=0)
+            if cell_size is not None:
+                zoom = (cell_size - 2 * margin) / np.max(high - low) if np.any(high > low) else 1.0
+                all_lines[index] = [line * zoom for line in lines]
+                low, high = low * zoom, high * zoom
+            extents.append((low, high))
+        if cell_size is None:
+            cell_w = max(high[0] - low[0] for low, high in extents) + 2 * margin
+            cell_h = max(high[1] - low[1] for low, high in extents) + 2 * margin
+        else:
+            cell_w = cell_h = float(cell_size)
         label_h = 1.6 * font_size if labels is not None else 0.0
-        self.cell_size = (cell_w, cell_h + label_h)
         self.width = self.columns * cell_w
         self.height = self.rows * (cell_h + label_h)
         self.cells = []
@@ -769,10 +780,8 @@ def sketch_to_svg(stroke3, path=None, scale_factor=1.0, stroke_width=2.0, margin
 
 
 def sketches_to_svg(sketches, path=None, columns=None, labels=None, scale_factor=1.0,
-                    stroke_width=2.0, margin=10.0, color="black", font_size=12.0):
+                    cell_size=None, stroke_width=2.0, margin=10.0, color="black", font_size=12.0):
     """Draws a grid of stroke-3 sketches as SVG, one <path> per stroke.
-
-    All cells have the size of the largest sketch, so sizes compare across the grid.
 
     Args:
         sketches: sequence of (N_i, 3) arrays.
@@ -780,6 +789,9 @@ def sketches_to_svg(sketches, path=None, columns=None, labels=None, scale_factor
         columns: sketches per row (default: all, up to 10).
         labels: optional text under each sketch, one per sketch.
         scale_factor: multiplies dx and dy (see the section's note).
+        cell_size: None: every cell has the size of the largest sketch, so sizes compare
+            across the grid; a number: cells of that many pixels square, each sketch
+            scaled to fit its own (one long stray line then cannot shrink the others).
         stroke_width, margin, font_size: in pixels.
         color: the strokes' SVG colour.
 
@@ -788,7 +800,7 @@ def sketches_to_svg(sketches, path=None, columns=None, labels=None, scale_factor
     """
     import svgwrite
 
-    grid = _Grid(sketches, columns, labels, scale_factor, margin, font_size)
+    grid = _Grid(sketches, columns, labels, scale_factor, margin, font_size, cell_size)
     drawing = svgwrite.Drawing(size=(f"{grid.width:.0f}", f"{grid.height:.0f}"))
     drawing.add(drawing.rect(insert=(0, 0), size=("100%", "100%"), fill="white"))
     for lines, label in grid.cells:
@@ -855,7 +867,7 @@ class _Canvas:
 
 
 def sketches_to_png(sketches, path, columns=None, labels=None, scale_factor=1.0,
-                    stroke_width=2.0, margin=10.0, color="black", font_size=12.0):
+                    cell_size=None, stroke_width=2.0, margin=10.0, color="black", font_size=12.0):
     """Draws a grid of stroke-3 sketches (one sketch: a list of one) to a PNG file.
 
     The layout is that of ``sketches_to_svg`` with the same arguments.
@@ -863,7 +875,7 @@ def sketches_to_png(sketches, path, columns=None, labels=None, scale_factor=1.0,
     Returns:
         the image's (width, height) in pixels.
     """
-    grid = _Grid(sketches, columns, labels, scale_factor, margin, font_size)
+    grid = _Grid(sketches, columns, labels, scale_factor, margin, font_size, cell_size)
     canvas = _Canvas(grid, stroke_width, color)
     for lines, label in grid.cells:
         for points in lines:

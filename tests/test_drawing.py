@@ -63,6 +63,22 @@ def test_svg_grid_with_labels(tmp_path):
         utils.sketches_to_svg(sketches, labels=labels[:2])
 
 
+def test_cell_size_fits_every_sketch_to_its_cell():
+    small = SKETCH  # 20 x 10 units
+    huge = np.array([[0, 0, 0], [1000, 0, 0], [0, 10, 1]], np.float32)  # a stray long line
+    root = ET.fromstring(utils.sketches_to_svg([small, huge], cell_size=100, margin=10))
+    assert (float(root.get("width")), float(root.get("height"))) == (200, 100)
+    first, dot, line = (path_points(p) for p in root.findall(f".//{SVG}path"))
+    small_points = np.concatenate([first, dot])
+    # Each sketch's longer side fills the cell inside its margins, centred, aspect kept.
+    np.testing.assert_allclose(np.ptp(small_points, axis=0), [80, 40])
+    np.testing.assert_allclose(small_points.min(axis=0), [10, 30])
+    np.testing.assert_allclose(np.ptp(line, axis=0), [80, 0.8])
+    assert line[:, 0].min() == pytest.approx(110)
+    with pytest.raises(ValueError, match="cell_size must be larger than twice the margin"):
+        utils.sketches_to_svg([small], cell_size=20, margin=10)
+
+
 def test_png_has_the_svg_layout_and_ink(tmp_path):
     out = tmp_path / "one.png"
     size = utils.sketches_to_png([SKETCH], out, scale_factor=2.0, margin=10)
