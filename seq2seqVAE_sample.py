@@ -114,9 +114,11 @@ def draw(args):
             first, last = indices
             sketches = drawer.interpolate(test[first], test[last], steps=args.count,
                                           method=args.method, **draw_options)
-            grid = sketches
-            labels = [f"test {first}"] + [""] * (args.count - 2) + [f"test {last}"]
-        columns = columns or len(sketches)
+            # The two test sketches at the ends, the decoded path between them.
+            grid = [test[first]] + sketches + [test[last]]
+            positions = [f"{t:.2f}" for t in np.linspace(0.0, 1.0, args.count)]
+            labels = [f"test {first}"] + positions + [f"test {last}"]
+        columns = columns or len(grid) // (2 if args.mode == "reconstruct" else 1)
 
     output_dir = args.output_dir or os.path.join(args.run_dir, "drawings")
     os.makedirs(output_dir, exist_ok=True)
