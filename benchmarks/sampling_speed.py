@@ -3,9 +3,9 @@
 Usage:
     python benchmarks/sampling_speed.py [--json] [--repeats=5] [--no_loop]
 
-Measures, with default hparams (dec_rnn_size 512, num_mixture 20, max_seq_len 250) and
-random weights whose end-of-sketch logit is pushed down so that every sketch runs all
-250 steps:
+Measures, with default hparams (dec_rnn_size 512, num_mixture 20, max_seq_len 250; the
+recurrent matmul in bfloat16 where lstm_matmul_dtype=auto picks it) and random weights whose
+end-of-sketch logit is pushed down so that every sketch runs all 250 steps:
 
   (a) 100 sketches drawn in one `SketchRNNDrawer.sample` call;
   (b) one sketch drawn the same way;
@@ -105,9 +105,13 @@ def measure(repeats=5, loop=True):
         default setting, both also per setting (`_xla`, `_no_xla`) with their first,
         compiling call (`first_call_*`), `predict_loop_1_s` (c) and
         `speedup_vs_predict_loop` = (c) / (b) unless loop is False, and the machine's state
-        (`cpus`, `load_average_1min`, `training_runs_going`).
+        (`cpus`, `load_average_1min`, `training_runs_going`), and `recurrent_matmul_bf16`
+        (1 if the default model's recurrent matmul runs in bfloat16 here, else 0).
     """
+    from seq2seqVAE import HParams, SketchRNNDrawer, resolved_matmul_dtype
+
     results = machine_state()
+    results["recurrent_matmul_bf16"] = int(resolved_matmul_dtype(HParams()) == "bfloat16")
     if results["training_runs_going"]:
         print("warning: a training run is going on this machine; times will be slow",
               file=sys.stderr)
@@ -122,8 +126,6 @@ def measure(repeats=5, loop=True):
         results[f"sample_1_s_{tag}"] = one
         results[f"first_call_100_s_{tag}"] = first
         results[f"first_call_1_s_{tag}"] = first_one
-    from seq2seqVAE import SketchRNNDrawer
-
     default_xla = inspect.signature(SketchRNNDrawer).parameters["jit_compile"].default
     default = "xla" if default_xla else "no_xla"
     results["sample_100_s"] = results[f"sample_100_s_{default}"]
@@ -149,7 +151,9 @@ def main(argv=None):
         return
     print(f"machine: {results['cpus']} CPUs, load average {results['load_average_1min']:.2f} "
           f"before the run, {results['training_runs_going']} training runs going")
-    print("250 steps per sketch, dec_rnn_size 512, num_mixture 20; median seconds")
+    dtype = "bfloat16" if results["recurrent_matmul_bf16"] else "float32"
+    print(f"250 steps per sketch, dec_rnn_size 512, num_mixture 20, recurrent matmul in {dtype}; "
+          "median seconds")
     print(f"{'':34s} {'XLA':>8s} {'no XLA':>8s}")
     for label, key in (("(a) 100 sketches, one call", "sample_100_s"), ("(b) 1 sketch", "sample_1_s")):
         print(f"{label:34s} {results[key + '_xla']:8.3f} {results[key + '_no_xla']:8.3f}")
