@@ -315,10 +315,12 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
     def compute_output_spec(self, inputs, constant=None, initial_state=None, step_mask=None,
                             training=False):
         batch, steps = inputs.shape[0], inputs.shape[1]
-        state = keras.KerasTensor((batch, self.units), dtype=inputs.dtype)
+        # Two distinct tensors: a functional model maps each output by its tensor, so one
+        # tensor returned twice would make h read as c.
+        h, c = (keras.KerasTensor((batch, self.units), dtype=inputs.dtype) for _ in range(2))
         if not self.return_sequences:
-            return state, state
-        return keras.KerasTensor((batch, steps, self.units), dtype=inputs.dtype), state, state
+            return h, c
+        return keras.KerasTensor((batch, steps, self.units), dtype=inputs.dtype), h, c
 
     def get_config(self):
         config = super().get_config()

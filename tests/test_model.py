@@ -353,3 +353,25 @@ def test_auto_matmul_dtype_follows_the_cpu(monkeypatch):
     monkeypatch.setattr(seq2seqVAE, "_cpu_has_native_bfloat16", lambda: False)
     assert seq2seqVAE.resolved_matmul_dtype(HParams()) == "float32"
     assert seq2seqVAE.resolved_matmul_dtype(HParams(lstm_matmul_dtype="bfloat16")) == "bfloat16"
+
+
+def test_the_encoder_summarises_each_direction_by_its_final_h():
+    # z_mean = Dense(concat(h_fw, h_bw)) with h the LSTMs' outputs at the sketch's last
+    # point, computed here with plain keras.layers.LSTM on the unpadded sketches.
+    hps = HParams.parse(TINY + ",use_recurrent_dropout=False,lstm_matmul_dtype=float32")
+    model = build_model(hps)
+    rng = np.random.default_rng(12)
+    targets = random_stroke5_targets(rng, 2, 12)
+    x = np.concatenate([np.tile([[[0, 0, 1, 0, 0]]], (2, 1, 1)), targets], axis=1).astype(np.float32)
+    z_mean = keras.Model(model.input, model.get_layer("z_mean").output)(x)
+    dense = model.get_layer("z_mean")
+    for b in range(2):
+        length = int(np.sum(targets[b, :, 4] == 0))
+        finals = []
+        for name, backwards in (("encoder_fw", False), ("encoder_bw", True)):
+            reference = keras.layers.LSTM(hps.enc_rnn_size, go_backwards=backwards)
+            reference(targets[b:b + 1, :length])
+            reference.set_weights(model.get_layer(name).get_weights())
+            finals.append(reference(targets[b:b + 1, :length]))
+        expected = dense(np.concatenate(finals, axis=-1))
+        np.testing.assert_allclose(z_mean[b:b + 1], expected, atol=1e-5)
