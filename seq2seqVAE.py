@@ -19,6 +19,8 @@ import keras
 import numpy as np
 from keras import ops
 
+import utils
+
 # ---------------------------------------------------------------------------------------
 # Hyperparameters
 # ---------------------------------------------------------------------------------------
@@ -807,7 +809,6 @@ def compile_model(model, hps):
 # loads a run folder and samples whole batches of sketches in one compiled loop. Stroke
 # formats and pictures (SVG, PNG, GIF) live in utils.py.
 
-import utils  # noqa: E402  (imported with the section that uses it)
 
 
 def load_run(run_dir, checkpoint=None, jit_compile=True):
