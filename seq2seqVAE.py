@@ -208,8 +208,9 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
     The weights are exactly those of `keras.layers.LSTM` (kernel (D, 4H), recurrent_kernel
     (H, 4H), bias (4H), gates in the order i, f, c, o), so the same weights run on either path:
 
-    - the default path, a loop over time in `keras.ops` whose input projection is done for
-      all steps at once outside the loop; with `recurrent_dropout_keep < 1` it applies
+    - the default path, a loop over time whose input projection is done for all steps at
+      once outside the loop (`lstm_recurrence`: on TensorFlow with a hand-written backward
+      pass, else `lstm_recurrence_autodiff`); with `recurrent_dropout_keep < 1` it applies
       "recurrent dropout without memory loss" (Semeniuta et al. 2016) to the cell candidate,
       a fresh mask each step, as the official `LSTMCell` does;
     - `accelerate=True`: the backend's fused LSTM (cuDNN on a GPU). cuDNN has no recurrent
@@ -223,6 +224,8 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
         go_backwards: process the sequence from its last valid step to the first.
         return_sequences: also return every step's h, shape (B, T, H).
         seed: seed of the dropout masks.
+        custom_gradient: use `lstm_recurrence` (hand-written backward) rather than autodiff.
+        matmul_dtype: None, or "bfloat16" for the recurrent matmuls.
 
     Call args:
         inputs: (B, T, D1). `constant`: optional (B, D2) appended to every step's input
