@@ -197,6 +197,21 @@ class Checkpoint(keras.callbacks.Callback):
         if existing:
             self.last_saved = existing[-1][2]
 
+    def on_train_begin(self, logs=None):
+        # A run resumed from an older checkpoint abandons the ones after it: move them aside
+        # (nothing is deleted), so that pruning keeps the new ones and a later resume from
+        # the run folder continues this run, not the abandoned one.
+        step = global_step(self.model)
+        later = [path for saved, _, path in list_checkpoints(self.directory) if saved > step]
+        if later:
+            aside = os.path.join(self.directory, f"abandoned-at-step{step:08d}")
+            os.makedirs(aside, exist_ok=True)
+            for path in later:
+                os.replace(path, os.path.join(aside, os.path.basename(path)))
+            print(f"Moved {len(later)} checkpoint(s) later than step {step} to {aside}")
+        existing = list_checkpoints(self.directory)
+        self.last_saved = existing[-1][2] if existing else None
+
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch  # epochs finished so far
 

@@ -366,7 +366,7 @@ def _scan(step, init, xs, reverse=False):
 
 
 def _lstm_step(projected_t, h, c, recurrent_kernel, inside_t, dropout_t, matmul_dtype):
-    """One LSTM step (the autodiff path's); `inside_t` (B, 1) bool is False on padding, where
+    """One LSTM step (autodiff path and sampling loop); `inside_t` (B, 1) bool is False on padding, where
     the state passes through unchanged."""
     gates = projected_t + _recurrent_matmul(h, recurrent_kernel, matmul_dtype)
     i, f, g, o = ops.split(gates, 4, axis=-1)
@@ -934,9 +934,7 @@ def decoder_step_model(model):
     else:
         outputs, _, new_c = lstm(point, initial_state=[h, c])
         inputs = [point, h, c]
-    # h is read from the step's output: SketchLSTM.compute_output_spec gives h and c one
-    # KerasTensor, so in a functional graph its second output carries c, not h.
-    new_h = outputs[:, 0]
+    new_h = outputs[:, 0]  # the one step's output is the new h
     return keras.Model(inputs, [head(outputs), new_h, new_c], name="decoder_step")
 
 

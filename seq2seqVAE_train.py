@@ -5,7 +5,7 @@ Usage:
         --experiment_dir=experiments/sheep [--hparams="batch_size=100,epochs=50"]
 
     # resume: the same command plus a checkpoint and the number of epochs it had finished
-    python seq2seqVAE_train.py ... --initial_epoch=3 \
+    python seq2seqVAE_train.py ... --initial_epoch=3 \\
         --checkpoint=experiments/sheep/checkpoints/ckpt-epoch0003-step00000222.weights.h5
     # or let it pick the newest complete checkpoint of the run folder and its epoch
     python seq2seqVAE_train.py ... --checkpoint=experiments/sheep

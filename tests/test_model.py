@@ -375,3 +375,29 @@ def test_the_encoder_summarises_each_direction_by_its_final_h():
             finals.append(reference(targets[b:b + 1, :length]))
         expected = dense(np.concatenate(finals, axis=-1))
         np.testing.assert_allclose(z_mean[b:b + 1], expected, atol=1e-5)
+
+
+def test_resuming_from_an_older_checkpoint_moves_the_later_ones_aside(tmp_path):
+    from callbacks import Checkpoint, checkpoint_name, list_checkpoints
+
+    hps = HParams.parse(TINY)
+    model = compile_model(build_model(hps), hps)
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(4)  # resumed at global step 4
+    for epochs_done, step in ((1, 4), (2, 8), (3, 12)):
+        (tmp_path / checkpoint_name(epochs_done, step)).write_bytes(b"older run")
+    callback = Checkpoint(str(tmp_path), keep=2)
+    callback.set_model(model)
+    callback.on_train_begin()
+    assert [step for step, _, _ in list_checkpoints(str(tmp_path))] == [4]
+    aside = tmp_path / "abandoned-at-step00000004"
+    assert sorted(p.name for p in aside.iterdir()) == [checkpoint_name(2, 8), checkpoint_name(3, 12)]
+    assert callback.last_saved.endswith(checkpoint_name(1, 4))
+    # New checkpoints are the newest now, so pruning keeps them.
+    model.optimizer.iterations.assign(6)
+    callback.epoch = 1
+    callback._save_step(6)
+    callback.epoch = 2
+    model.optimizer.iterations.assign(8)
+    callback._save_step(8)
+    assert [step for step, _, _ in list_checkpoints(str(tmp_path))] == [6, 8]
