@@ -452,27 +452,19 @@ _RECURRENCES = {}
 def _make_tf_recurrence(has_mask, has_dropout, reverse, matmul_dtype):
     import tensorflow as tf
 
-    def matmul(a, b_cast):
-        if matmul_dtype is None:
-            return tf.matmul(a, b_cast)
-        return tf.cast(tf.matmul(tf.cast(a, matmul_dtype), b_cast), a.dtype)
-
-    def cast(kernel):
-        return kernel if matmul_dtype is None else tf.cast(kernel, matmul_dtype)
-
     @tf.custom_gradient
     def recurrence(projected, recurrent_kernel, h0, c0, *extra):
         steps = tf.shape(projected)[0]
         units = tf.shape(h0)[-1]
         inside = extra[0] if has_mask else None  # (T, B, 1) bool
         dropout = extra[-1] if has_dropout else None  # (T, B, H)
-        kernel = cast(recurrent_kernel)
+        kernel = _matmul_operand(recurrent_kernel, matmul_dtype)
         # sigmoid(2x) on the candidate's columns, for tanh(x) = 2 sigmoid(2x) - 1.
         gate_scale = tf.repeat(tf.constant([1.0, 1.0, 2.0, 1.0], projected.dtype), units)
 
         def body(t, h, c, hs, cs, sigmoids):
             k = steps - 1 - t if reverse else t
-            sigmoid = tf.sigmoid((projected[k] + matmul(h, kernel)) * gate_scale)
+            sigmoid = tf.sigmoid((projected[k] + _recurrent_matmul(h, kernel, matmul_dtype)) * gate_scale)
             i, f, g2, o = tf.split(sigmoid, 4, axis=-1)
             candidate = 2 * g2 - 1
             if has_dropout:
@@ -496,7 +488,7 @@ def _make_tf_recurrence(has_mask, has_dropout, reverse, matmul_dtype):
                 h_prev, c_prev = tf.concat([hs[1:], h0[None]], 0), tf.concat([cs[1:], c0[None]], 0)
             else:
                 h_prev, c_prev = tf.concat([h0[None], hs[:-1]], 0), tf.concat([c0[None], cs[:-1]], 0)
-            kernel_t = cast(tf.transpose(recurrent_kernel))
+            kernel_t = _matmul_operand(tf.transpose(recurrent_kernel), matmul_dtype)
 
             def back(t, dh, dc, d_gates):
                 k = t if reverse else steps - 1 - t  # the forward loop's steps, backwards
@@ -518,7 +510,7 @@ def _make_tf_recurrence(has_mask, has_dropout, reverse, matmul_dtype):
                     g_dropped = g
                 d_gates_k = tf.concat([dc * g_dropped * i * (1 - i), dc * c_prev[k] * f * (1 - f),
                                        d_candidate * (1 - tf.square(g)), dh * tanh_c * o * (1 - o)], -1)
-                dh_prev, dc_prev = matmul(d_gates_k, kernel_t), dc * f
+                dh_prev, dc_prev = _recurrent_matmul(d_gates_k, kernel_t, matmul_dtype), dc * f
                 if has_mask:
                     dh_prev = tf.where(inside[k], dh_prev, dh_skip)
                     dc_prev = tf.where(inside[k], dc_prev, dc_skip)
@@ -1238,8 +1230,7 @@ class SketchRNNDrawer:
             # The z part of the input projection, and the bias, are the same every step.
             constant = ops.matmul(z, kernel[5:]) + lstm.bias  # (B, 4H)
             if init is not None:
-                state = init(z)
-                h, c = state[:, :hps.dec_rnn_size], state[:, hps.dec_rnn_size:]
+                h, c = _initial_state(self.model, z)
             else:
                 h = c = ops.zeros((batch, hps.dec_rnn_size))
             point = ops.broadcast_to(ops.convert_to_tensor(utils.START_TOKEN), (batch, 5))
