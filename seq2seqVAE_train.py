@@ -18,6 +18,7 @@ logs/tensorboard/ and, at the end, test_losses.json.
 
 import argparse
 import os
+import signal
 import sys
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines, oneDNN notes) hides the
@@ -173,6 +174,19 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
           f"({len(train_batches)} steps per epoch, scale factor {scale_factor:.4f}, "
           f"LSTM matmuls in {resolved_matmul_dtype(hps)}); "
           f"run folder {experiment_dir}" + (f"; resuming from {checkpoint}" if checkpoint else ""))
+    # Ctrl-C asks the run to stop after the current batch: a KeyboardInterrupt raised inside
+    # TensorFlow's C++ can surface as a SystemError instead (seen in CI). A second Ctrl-C
+    # stops at once; checkpoints are atomic either way.
+    interrupted = []
+
+    def stop_after_this_batch(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(signum)
+        model.stop_training = True
+        print("\nStopping after this batch (Ctrl-C again to stop at once)...", file=sys.stderr)
+
+    previous_handler = signal.signal(signal.SIGINT, stop_after_this_batch)
     try:
         # shuffle=False: SketchBatches shuffles itself, from (seed, epoch), so that a resumed
         # run sees the same batches in the same order; Keras's own shuffle would not.
@@ -180,6 +194,10 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
                   initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
                   verbose="auto" if args.verbose is None else args.verbose)
     except KeyboardInterrupt:
+        interrupted.append(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    if interrupted:
         print_resume_hint(args, experiment_dir, checkpointer.last_saved)
         return 130
     if checkpointer.stopped_on_nan:
