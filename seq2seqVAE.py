@@ -11,6 +11,7 @@ token S0 at step 0, shape (B, T + 1, 5); the targets are `x[:, 1:]`, shape (B, T
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
+import fused_lstm
 import utils
 
 # ---------------------------------------------------------------------------------------
@@ -68,6 +70,8 @@ class HParams:
     bucket_batches: int = 10  # Batch sketches of similar length from pools of this many
     # batches and cut each batch after its longest sketch; 0 pads every batch to max_seq_len.
     custom_lstm_gradient: bool = True  # The LSTM's hand-written backward pass (else autodiff).
+    fused_lstm_cell: bool = True  # With custom_lstm_gradient: each LSTM step's element-wise
+    # work in one compiled C++ op (fused_lstm.py; built on first use, TensorFlow ops if it can't be).
     lstm_matmul_dtype: str = "auto"  # The LSTM's recurrent matmuls: float32, bfloat16, or auto
     # (bfloat16 where the CPU computes it natively: AVX512-BF16 or AMX; else float32).
     jit_compile: bool = False  # Compile the train step with XLA.
@@ -226,6 +230,8 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
         seed: seed of the dropout masks.
         custom_gradient: use `lstm_recurrence` (hand-written backward) rather than autodiff.
         matmul_dtype: None, or "bfloat16" for the recurrent matmuls.
+        fused_cell: with custom_gradient, run each step's element-wise work as one compiled
+            op (`fused_lstm`) where it builds; such a layer cannot be compiled with XLA.
 
     Call args:
         inputs: (B, T, D1). `constant`: optional (B, D2) appended to every step's input
@@ -239,9 +245,12 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
 
     def __init__(self, units, recurrent_dropout_keep=1.0, accelerate=False,
                  go_backwards=False, return_sequences=False, seed=None, custom_gradient=True,
-                 matmul_dtype=None, **kwargs):
+                 matmul_dtype=None, fused_cell=False, **kwargs):
         super().__init__(**kwargs)
         self.custom_gradient = custom_gradient
+        self.fused_cell = fused_cell
+        if fused_cell and custom_gradient:
+            self.supports_jit = False  # a custom op: Keras must not pick XLA for this model
         self.matmul_dtype = matmul_dtype
         self.units = units
         self.recurrent_dropout_keep = recurrent_dropout_keep
@@ -266,7 +275,7 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
             zeros = ops.zeros((batch, self.units), dtype=inputs.dtype)
             initial_state = [zeros, zeros]
         if self.accelerate:
-            result = self._fused(inputs, constant, initial_state, step_mask)
+            result = self._backend_kernel(inputs, constant, initial_state, step_mask)
         if not self.accelerate or result is None:
             keep = self.recurrent_dropout_keep
             use_dropout = bool(training) and keep < 1.0 and not self.accelerate
@@ -276,11 +285,12 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
 
     def _loop(self, inputs, constant, initial_state, mask, use_dropout):
         input_dim = inputs.shape[-1]
-        # The input projection of every step in one matmul: (B, T, 4H).
-        projected = ops.matmul(inputs, self.kernel[:input_dim]) + self.bias
+        # The input projection of every step in one matmul, time-major: (T, B, 4H). The
+        # inputs are transposed, not the projection, which is 4H / D times larger.
+        projected = ops.matmul(ops.transpose(inputs, (1, 0, 2)), self.kernel[:input_dim]) + self.bias
         if constant is not None:
-            projected = projected + ops.expand_dims(ops.matmul(constant, self.kernel[input_dim:]), 1)
-        steps = [ops.transpose(projected, (1, 0, 2))]  # (T, B, 4H)
+            projected = projected + ops.matmul(constant, self.kernel[input_dim:])
+        steps = [projected]
         if mask is not None:
             steps.append(ops.expand_dims(ops.transpose(ops.cast(mask, "bool")), -1))
         if use_dropout:
@@ -290,14 +300,17 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
             steps.append(ops.cast(draw < keep, inputs.dtype) / keep)
         step_mask = steps[1] if mask is not None else None
         dropout = steps[-1] if use_dropout else None
-        recurrence = lstm_recurrence if self.custom_gradient else lstm_recurrence_autodiff
+        if self.custom_gradient:
+            recurrence = functools.partial(lstm_recurrence, fused=self.fused_cell)
+        else:
+            recurrence = lstm_recurrence_autodiff
         hs, h, c = recurrence(steps[0], self.recurrent_kernel, initial_state[0], initial_state[1],
                               step_mask, dropout, reverse=self.go_backwards,
                               matmul_dtype=self.matmul_dtype)
         outputs = ops.transpose(hs, (1, 0, 2)) if self.return_sequences else None
         return outputs, h, c
 
-    def _fused(self, inputs, constant, initial_state, mask):
+    def _backend_kernel(self, inputs, constant, initial_state, mask):
         """The backend's fused LSTM (cuDNN), or None where it has none (CPU, other backends)."""
         # Keras has no public API for the fused kernel; this is the one its own LSTM layer uses
         # and it raises NotImplementedError where the backend or device has none.
@@ -334,6 +347,7 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
             "accelerate": self.accelerate, "go_backwards": self.go_backwards,
             "return_sequences": self.return_sequences, "seed": self.seed,
             "custom_gradient": self.custom_gradient, "matmul_dtype": self.matmul_dtype,
+            "fused_cell": self.fused_cell,
         })
         return config
 
@@ -421,9 +435,12 @@ def lstm_recurrence_autodiff(projected, recurrent_kernel, h0, c0, step_mask=None
 
 
 def lstm_recurrence(projected, recurrent_kernel, h0, c0, step_mask=None, dropout=None,
-                    reverse=False, matmul_dtype=None):
+                    reverse=False, matmul_dtype=None, fused=False):
     """The LSTM recurrence with a hand-written backward pass (same arguments and results as
     `lstm_recurrence_autodiff`, which the tests compare it with; other backends use that).
+
+    With `fused`, each step's element-wise work (forward and backward) is one compiled op
+    (`fused_lstm`, where it builds: TensorFlow on a CPU); the loops and matmuls are the same.
 
     The forward loop stores h, c and the gates' sigmoids; the backward loop's only matmul is
     dh_{t-1} = dgates_t U^T, and dU = sum_t h_{t-1}^T dgates_t is one large matmul after it,
@@ -436,14 +453,19 @@ def lstm_recurrence(projected, recurrent_kernel, h0, c0, step_mask=None, dropout
         return lstm_recurrence_autodiff(projected, recurrent_kernel, h0, c0, step_mask, dropout,
                                         reverse, matmul_dtype)
     key = (step_mask is not None, dropout is not None, reverse, matmul_dtype)
-    if key not in _RECURRENCES:
-        _RECURRENCES[key] = _make_tf_recurrence(*key)
+    module = fused_lstm.load() if fused else None
+    if module is not None:
+        function = fused_lstm.recurrence(module, *key)
+    else:
+        if key not in _RECURRENCES:
+            _RECURRENCES[key] = _make_tf_recurrence(*key)
+        function = _RECURRENCES[key]
     import tensorflow as tf
 
     # A tensor, not the variable: tf.custom_gradient would otherwise want variable gradients.
     kernel = tf.identity(ops.convert_to_tensor(recurrent_kernel))
     tensors = [projected, kernel, h0, c0]
-    return _RECURRENCES[key](*tensors, *(t for t in (step_mask, dropout) if t is not None))
+    return function(*tensors, *(t for t in (step_mask, dropout) if t is not None))
 
 
 _RECURRENCES = {}
@@ -743,8 +765,10 @@ def _cpu_has_native_bfloat16():
 def _lstm_options(hps):
     matmul_dtype = resolved_matmul_dtype(hps)
     matmul_dtype = None if matmul_dtype == "float32" else matmul_dtype
+    # XLA cannot compile the fused cell's custom op.
     return {"accelerate": hps.accelerate_LSTM, "custom_gradient": hps.custom_lstm_gradient,
-            "matmul_dtype": matmul_dtype}
+            "matmul_dtype": matmul_dtype,
+            "fused_cell": hps.fused_lstm_cell and not hps.jit_compile}
 
 
 def _encoder(hps, keep, seeds):

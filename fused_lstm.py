@@ -1,0 +1,207 @@
+"""The LSTM recurrence with each step's element-wise work fused into one C++ op (CPU, TensorFlow).
+
+`seq2seqVAE.lstm_recurrence` runs the LSTM as a TensorFlow while loop whose only matmul per
+step is h @ U (d_gates @ U^T going back). Written in TensorFlow ops, the rest of a step (the
+input projection's add, four activations, the cell update, recurrent dropout, the padding
+mask, casts for bf16) is about 20 small ops forward and 30 back, and on a CPU those, not the
+matmuls, take most of the time. `kernels/lstm_cell.cc` does that work in one pass per step
+(`SketchLstmStep`, `SketchLstmStepGrad`); the matmuls stay TensorFlow's (oneDNN, bf16 on AMX).
+
+The op library is compiled on first use with the C++ compiler (`$CXX`, else g++) and the
+flags TensorFlow reports (`tf.sysconfig`), for the CPU it runs on, and cached in
+`$SKETCH_RNN_KERNEL_DIR` (default `~/.cache/sketch-rnn-keras`) under a hash of the source,
+the TensorFlow version, the compiler and the CPU. Where it cannot be built or loaded (no
+compiler, another backend, a GPU, XLA), `load()` returns None with one warning and the model
+uses the TensorFlow-op recurrence, which computes the same function.
+"""
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "lstm_cell.cc")
+
+_loaded = {}  # "module" -> the op module or None once tried
+
+
+def kernel_dir():
+    """Where compiled kernels are cached."""
+    if os.environ.get("SKETCH_RNN_KERNEL_DIR"):
+        return os.environ["SKETCH_RNN_KERNEL_DIR"]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "sketch-rnn-keras")
+
+
+def load():
+    """The compiled op module (built on first use), or None where it cannot be used."""
+    if "module" not in _loaded:
+        _loaded["module"] = None
+        try:
+            _loaded["module"] = _load()
+        except _Unavailable as error:
+            if str(error):
+                warnings.warn(f"sketch-rnn: the fused LSTM kernel is off ({error}); using "
+                              "TensorFlow ops for the LSTM steps (same results, slower).", stacklevel=2)
+    return _loaded["module"]
+
+
+class _Unavailable(Exception):
+    """The fused kernel cannot be used here; the message says why ('' for silently)."""
+
+
+def _load():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise _Unavailable("")
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        raise _Unavailable("")  # a CPU kernel; on a GPU the model's tensors live there
+    compiler = os.environ.get("CXX", "g++")
+    if shutil.which(compiler) is None:
+        raise _Unavailable(f"no C++ compiler: {compiler!r} is not on PATH; set CXX")
+    tf_flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
+    with open(SOURCE, "rb") as source:
+        code = source.read()
+    key = hashlib.sha256(b"\0".join([
+        code, tf.__version__.encode(), " ".join(tf_flags).encode(), compiler.encode(),
+        _compiler_version(compiler), _cpu_fingerprint(), platform.machine().encode(),
+    ])).hexdigest()[:16]
+    path = os.path.join(kernel_dir(), f"lstm_cell-{key}.so")
+    if not os.path.exists(path):
+        _build(compiler, tf_flags, path)
+    try:
+        return tf.load_op_library(path)
+    except Exception as error:  # a broken or foreign file: say so, don't crash the run
+        raise _Unavailable(f"could not load {path}: {str(error).splitlines()[0]}") from error
+
+
+def _build(compiler, tf_flags, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    print("sketch-rnn: compiling the fused LSTM kernel (once per machine, about 15 s)...",
+          file=sys.stderr, flush=True)
+    # -march=native: the cache key includes the CPU. Eigen's AVX512-FP16 code does not build
+    # with every compiler, and the kernel has no use for it; plain flags are the last resort.
+    attempts = [["-march=native", "-mno-avx512fp16"], ["-march=native"], []]
+    errors = []
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as scratch:
+        target = os.path.join(scratch, os.path.basename(path))
+        for arch in attempts:
+            command = [compiler, "-std=c++17", "-O3", *arch, "-shared", "-fPIC",
+                       "-Wno-deprecated-declarations", SOURCE, "-o", target, *tf_flags]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode == 0:
+                os.replace(target, path)  # atomic: another process may be building it too
+                return
+            errors.append(result.stderr.strip().splitlines()[-1:] or ["(no output)"])
+    raise _Unavailable(f"{compiler} could not build {SOURCE}: {errors[-1][0]}")
+
+
+def _compiler_version(compiler):
+    try:
+        return subprocess.run([compiler, "--version"], capture_output=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return b""
+
+
+def _cpu_fingerprint():
+    """What -march=native depends on: the CPU's model and feature flags."""
+    try:
+        with open("/proc/cpuinfo", "rb") as cpuinfo:
+            lines = [line for line in cpuinfo.read().splitlines()
+                     if line.startswith((b"model name", b"flags", b"Features", b"CPU part"))]
+        return b"\n".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor().encode()
+
+
+# ---------------------------------------------------------------------------------------
+# The recurrence
+# ---------------------------------------------------------------------------------------
+
+_RECURRENCES = {}
+
+
+def recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
+    """The function (projected, recurrent_kernel, h0, c0, [step_mask], [dropout]) ->
+    (hs, h_T, c_T) with the arguments and results of `seq2seqVAE.lstm_recurrence`."""
+    key = (has_mask, has_dropout, reverse, matmul_dtype)
+    if key not in _RECURRENCES:
+        _RECURRENCES[key] = _make_recurrence(module, *key)
+    return _RECURRENCES[key]
+
+
+def _make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
+    import tensorflow as tf
+
+    mm_dtype = tf.as_dtype(matmul_dtype or "float32")
+
+    @tf.custom_gradient
+    def recurrence(projected, recurrent_kernel, h0, c0, *extra):
+        steps = tf.shape(projected)[0]
+        # The ops take empty tensors for "no padding mask" and "no dropout".
+        no_mask, no_tensor = tf.zeros([0], tf.bool), tf.zeros([0], projected.dtype)
+        inside = extra[0] if has_mask else None  # (T, B, 1) bool
+        dropout = extra[-1] if has_dropout else None  # (T, B, H)
+        kernel = tf.cast(recurrent_kernel, mm_dtype)
+
+        def at(k, tensor, empty):
+            return tensor[k] if tensor is not None else empty
+
+        # The lists the backward pass reads are indexed in the order the steps ran (t), not
+        # by time step (k), and are read per step rather than stacked (no copies):
+        # states[t] is c before step t (states[0] = c0), inputs[t] is h before step t in the
+        # matmul's dtype, for dU, and gates[t] are step t's activated gates.
+        def body(t, h, h_matmul, c, hs, states, inputs, gates):
+            k = steps - 1 - t if reverse else t
+            h, h_matmul, c, gates_t = module.sketch_lstm_step(
+                projected[k], tf.matmul(h_matmul, kernel), h, c,
+                at(k, inside, no_mask), at(k, dropout, no_tensor))
+            return (t + 1, h, h_matmul, c, hs.write(k, h), states.write(t + 1, c),
+                    inputs.write(t + 1, h_matmul), gates.write(t, gates_t))
+
+        h0_matmul = tf.cast(h0, mm_dtype)
+        lists = (tf.TensorArray(projected.dtype, size=steps),
+                 tf.TensorArray(projected.dtype, size=steps + 1, clear_after_read=False).write(0, c0),
+                 tf.TensorArray(mm_dtype, size=steps + 1).write(0, h0_matmul),
+                 tf.TensorArray(projected.dtype, size=steps))
+        _, h, _, c, hs, states, inputs, gates = tf.while_loop(
+            lambda t, *_: t < steps, body, (0, h0, h0_matmul, c0, *lists),
+            maximum_iterations=steps)
+        hs = hs.stack()
+
+        def grad(d_hs, d_h, d_c):
+            d_h = tf.zeros_like(h0) if d_h is None else d_h
+            d_c = tf.zeros_like(c0) if d_c is None else d_c
+            kernel_t = tf.cast(tf.transpose(recurrent_kernel), mm_dtype)
+
+            def back(i, dh_matmul, dh_pass, dc, d_gates, d_gates_matmul):
+                t = steps - 1 - i  # the forward loop's steps, last first
+                k = steps - 1 - t if reverse else t
+                d_gates_k, d_gates_matmul_k, dh_pass, dc = module.sketch_lstm_step_grad(
+                    gates.read(t), states.read(t + 1), states.read(t), dh_matmul, dh_pass,
+                    at(k, d_hs, no_tensor), dc, at(k, inside, no_mask), at(k, dropout, no_tensor))
+                return (i + 1, tf.matmul(d_gates_matmul_k, kernel_t), dh_pass, dc,
+                        d_gates.write(k, d_gates_k), d_gates_matmul.write(t, d_gates_matmul_k))
+
+            start = (0, tf.zeros_like(h0, mm_dtype), d_h, d_c,
+                     tf.TensorArray(projected.dtype, size=steps), tf.TensorArray(mm_dtype, size=steps))
+            _, dh_matmul, dh_pass, dc0, d_gates, d_gates_matmul = tf.while_loop(
+                lambda i, *_: i < steps, back, start, maximum_iterations=steps)
+            dh0 = tf.cast(dh_matmul, h0.dtype) + dh_pass
+            # dU = sum_t h_{t-1}^T d_gates_t, one matmul over all steps.
+            units = tf.shape(h0)[-1]
+            h_flat = tf.reshape(inputs.gather(tf.range(steps)), (-1, units))
+            d_gates_flat = tf.reshape(d_gates_matmul.stack(), (-1, 4 * units))
+            d_kernel = tf.cast(tf.matmul(h_flat, d_gates_flat, transpose_a=True), projected.dtype)
+            return (d_gates.stack(), d_kernel, dh0, dc0) + (None,) * len(extra)
+
+        return (hs, h, c), grad
+
+    return recurrence

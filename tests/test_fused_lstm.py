@@ -1,0 +1,143 @@
+"""The fused LSTM cell (kernels/lstm_cell.cc via fused_lstm.py) against autodiff and the TF-op loop."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import fused_lstm
+from seq2seqVAE import HParams, build_model, compile_model, lstm_recurrence, lstm_recurrence_autodiff
+
+TINY = "enc_rnn_size=8,dec_rnn_size=16,z_size=4,num_mixture=3,max_seq_len=12,batch_size=3"
+
+
+@pytest.fixture(scope="module")
+def module():
+    built = fused_lstm.load()
+    assert built is not None, "the fused kernel did not build on this machine (see the warning)"
+    return built
+
+
+def _case(rng, steps=9, batch=5, units=6):
+    import tensorflow as tf
+
+    lengths = np.array([steps, steps - 3, 1, steps - 1, 4][:batch])
+    return {
+        "projected": tf.constant(rng.normal(size=(steps, batch, 4 * units)), tf.float32),
+        "kernel": tf.Variable(rng.normal(scale=0.5, size=(units, 4 * units)), dtype=tf.float32),
+        "h0": tf.constant(rng.normal(size=(batch, units)), tf.float32),
+        "c0": tf.constant(rng.normal(size=(batch, units)), tf.float32),
+        "mask": tf.constant((np.arange(steps)[:, None] < lengths)[..., None]),
+        "dropout": tf.constant((rng.random((steps, batch, units)) < 0.8) / 0.8, tf.float32),
+        "weights": tf.constant(rng.normal(size=(steps, batch, units)), tf.float32),
+    }
+
+
+def _outputs_and_gradients(recurrence, case, use_mask, use_dropout, reverse, **kwargs):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch([case["projected"], case["h0"], case["c0"]])
+        hs, h, c = recurrence(case["projected"], case["kernel"], case["h0"], case["c0"],
+                              case["mask"] if use_mask else None,
+                              case["dropout"] if use_dropout else None, reverse=reverse, **kwargs)
+        # Reaches every output: the sequence, the last h and the last c.
+        loss = tf.reduce_sum(hs * case["weights"]) + 0.3 * tf.reduce_sum(h) + tf.reduce_sum(c * c)
+    grads = tape.gradient(loss, [case["projected"], case["kernel"], case["h0"], case["c0"]])
+    return [hs, h, c, *grads]
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+@pytest.mark.parametrize("use_dropout", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_cell_equals_autodiff_in_float32(module, use_mask, use_dropout, reverse):
+    case = _case(np.random.default_rng(20))
+    fused = _outputs_and_gradients(lstm_recurrence, case, use_mask, use_dropout, reverse, fused=True)
+    reference = _outputs_and_gradients(lstm_recurrence_autodiff, case, use_mask, use_dropout, reverse)
+    names = ["hs", "h", "c", "d_projected", "d_kernel", "d_h0", "d_c0"]
+    for name, ours, expected in zip(names, fused, reference):
+        np.testing.assert_allclose(ours, expected, atol=2e-5, err_msg=name)
+
+
+def test_fused_cell_in_bfloat16_matches_the_tensorflow_op_loop(module):
+    # Same rounding points (h and d_gates rounded to bf16 before each matmul), so the two
+    # agree far more closely than either agrees with float32.
+    case = _case(np.random.default_rng(21), steps=20, batch=4, units=16)
+    args = dict(use_mask=True, use_dropout=True, reverse=False, matmul_dtype="bfloat16")
+    fused = _outputs_and_gradients(lstm_recurrence, case, fused=True, **args)
+    ops_loop = _outputs_and_gradients(lstm_recurrence, case, fused=False, **args)
+    exact = _outputs_and_gradients(lstm_recurrence, case, True, True, False, fused=True)
+    for ours, reference, full in zip(fused, ops_loop, exact):
+        ours, reference, full = (np.asarray(t) for t in (ours, reference, full))
+        assert np.linalg.norm(ours - reference) <= 2e-3 * np.linalg.norm(reference)
+        assert np.linalg.norm(ours - full) <= 0.02 * np.linalg.norm(full)
+
+
+def test_the_op_names_a_bad_shape(module):
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected gates \(B, 4H\)"):
+        module.sketch_lstm_step(tf.zeros((2, 12)), tf.zeros((2, 12)), tf.zeros((2, 4)),
+                                tf.zeros((2, 4)), tf.zeros([0], tf.bool), tf.zeros([0]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`inside` must have B elements"):
+        module.sketch_lstm_step(tf.zeros((2, 16)), tf.zeros((2, 16)), tf.zeros((2, 4)),
+                                tf.zeros((2, 4)), tf.zeros([3], tf.bool), tf.zeros([0]))
+
+
+def test_training_step_is_the_same_with_and_without_the_fused_cell(module):
+    hps = HParams.parse(TINY + ",lstm_matmul_dtype=float32")
+    rng = np.random.default_rng(22)
+    x = np.zeros((3, 13, 5), np.float32)
+    x[:, 0, 2] = 1
+    x[:, 1:9, :2] = rng.normal(size=(3, 8, 2))
+    x[:, 1:9, 2] = 1
+    x[:, 9:, 4] = 1
+    losses, weights = [], []
+    for fused in (True, False):
+        keras.utils.set_random_seed(3)
+        model = compile_model(build_model(dataclasses.replace(hps, fused_lstm_cell=fused)), hps)
+        losses.append(model.train_on_batch(x, x[:, 1:], return_dict=True))
+        weights.append(model.get_weights())
+    for key in losses[0]:
+        assert losses[0][key] == pytest.approx(losses[1][key], rel=1e-5), key
+    for ours, reference in zip(*weights):
+        np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_no_compiler_means_a_warning_and_the_tensorflow_ops(monkeypatch, tmp_path):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("SKETCH_RNN_KERNEL_DIR", str(tmp_path))
+    monkeypatch.setattr(fused_lstm, "_loaded", {})
+    with pytest.warns(UserWarning, match="fused LSTM kernel is off.*no C\\+\\+ compiler.*set CXX"):
+        assert fused_lstm.load() is None
+    # The layer still runs, on the TensorFlow-op loop.
+    case = _case(np.random.default_rng(23))
+    fallback = _outputs_and_gradients(lstm_recurrence, case, True, False, False, fused=True)
+    reference = _outputs_and_gradients(lstm_recurrence_autodiff, case, True, False, False)
+    for ours, expected in zip(fallback, reference):
+        np.testing.assert_allclose(ours, expected, atol=2e-5)
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_kernel_is_built_once_and_cached(tmp_path):
+    # In fresh processes: one process must not load two copies of the op library.
+    env = dict(os.environ, SKETCH_RNN_KERNEL_DIR=str(tmp_path))
+    code = "import fused_lstm; assert fused_lstm.load() is not None"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    first = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                           text=True)
+    assert first.returncode == 0, first.stderr
+    assert "compiling the fused LSTM kernel" in first.stderr
+    built = [name for name in os.listdir(tmp_path) if name.endswith(".so")]
+    assert len(built) == 1 and built[0].startswith("lstm_cell-")
+    stamp = os.stat(tmp_path / built[0]).st_mtime_ns
+    second = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                            text=True)
+    assert second.returncode == 0, second.stderr
+    assert "compiling" not in second.stderr  # found in the cache, not rebuilt
+    assert os.listdir(tmp_path) == built
+    assert os.stat(tmp_path / built[0]).st_mtime_ns == stamp
