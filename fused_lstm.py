@@ -5,7 +5,7 @@ step is h @ U (d_gates @ U^T going back). Written in TensorFlow ops, the rest of
 input projection's add, four activations, the cell update, recurrent dropout, the padding
 mask, casts for bf16) is about 20 small ops forward and 30 back, and on a CPU those, not the
 matmuls, take most of the time. `kernels/lstm_cell.cc` does that work in one pass per step
-(`SketchLstmStep`, `SketchLstmStepGrad`); the matmuls stay TensorFlow's (oneDNN, bf16 on AMX).
+(`SketchLstmForwardStep`, `SketchLstmBackwardStep`); the matmuls stay TensorFlow's (oneDNN, bf16 on AMX).
 
 The op library is compiled on first use with the C++ compiler (`$CXX`, else g++) and the
 flags TensorFlow reports (`tf.sysconfig`), for the CPU it runs on, and cached in
@@ -137,70 +137,66 @@ def recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
     return _RECURRENCES[key]
 
 
+def copies():
+    """How many times the ops could not update a sequence buffer in place (and copied it)."""
+    module = load()
+    return 0 if module is None else int(module.sketch_lstm_copies())
+
+
 def _make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
     import tensorflow as tf
 
     mm_dtype = tf.as_dtype(matmul_dtype or "float32")
+    bf16 = mm_dtype != tf.float32
 
     @tf.custom_gradient
     def recurrence(projected, recurrent_kernel, h0, c0, *extra):
-        steps = tf.shape(projected)[0]
+        steps, batch = tf.shape(projected)[0], tf.shape(projected)[1]
+        units = tf.shape(h0)[-1]
         # The ops take empty tensors for "no padding mask" and "no dropout".
-        no_mask, no_tensor = tf.zeros([0], tf.bool), tf.zeros([0], projected.dtype)
-        inside = extra[0] if has_mask else None  # (T, B, 1) bool
-        dropout = extra[-1] if has_dropout else None  # (T, B, H)
+        no_tensor = tf.zeros([0], projected.dtype)
+        inside = extra[0] if has_mask else tf.zeros([0], tf.bool)  # (T, B, 1) bool
+        dropout = extra[-1] if has_dropout else no_tensor  # (T, B, H)
         kernel = tf.cast(recurrent_kernel, mm_dtype)
 
-        def at(k, tensor, empty):
-            return tensor[k] if tensor is not None else empty
+        def empty(width, dtype=projected.dtype):  # a sequence buffer the loop fills, step by step
+            return tf.raw_ops.Empty(shape=tf.stack([steps, batch, width]), dtype=dtype)
 
-        # The lists the backward pass reads are indexed in the order the steps ran (t), not
-        # by time step (k), and are read per step rather than stacked (no copies):
-        # states[t] is c before step t (states[0] = c0), inputs[t] is h before step t in the
-        # matmul's dtype, for dU, and gates[t] are step t's activated gates.
-        def body(t, h, h_matmul, c, hs, states, inputs, gates):
+        # Each step writes its h, the c and h it started from (h in the matmul's dtype, for
+        # dU) and its activated gates at its time step k; the backward pass reads them there.
+        def body(t, h, h_matmul, c, *buffers):
             k = steps - 1 - t if reverse else t
-            h, h_matmul, c, gates_t = module.sketch_lstm_step(
-                projected[k], tf.matmul(h_matmul, kernel), h, c,
-                at(k, inside, no_mask), at(k, dropout, no_tensor))
-            return (t + 1, h, h_matmul, c, hs.write(k, h), states.write(t + 1, c),
-                    inputs.write(t + 1, h_matmul), gates.write(t, gates_t))
+            h, h_matmul, c, *buffers = module.sketch_lstm_forward_step(
+                projected, k, tf.matmul(h_matmul, kernel), h, c, inside, dropout, *buffers)
+            return (t + 1, h, h_matmul, c, *buffers)
 
-        h0_matmul = tf.cast(h0, mm_dtype)
-        lists = (tf.TensorArray(projected.dtype, size=steps),
-                 tf.TensorArray(projected.dtype, size=steps + 1, clear_after_read=False).write(0, c0),
-                 tf.TensorArray(mm_dtype, size=steps + 1).write(0, h0_matmul),
-                 tf.TensorArray(projected.dtype, size=steps))
-        _, h, _, c, hs, states, inputs, gates = tf.while_loop(
-            lambda t, *_: t < steps, body, (0, h0, h0_matmul, c0, *lists),
-            maximum_iterations=steps)
-        hs = hs.stack()
+        start = (0, h0, tf.cast(h0, mm_dtype), c0, empty(units), empty(units), empty(4 * units),
+                 empty(units, mm_dtype))
+        _, h, _, c, hs, c_prevs, gates, h_prevs = tf.while_loop(
+            lambda t, *_: t < steps, body, start, maximum_iterations=steps)
 
         def grad(d_hs, d_h, d_c):
             d_h = tf.zeros_like(h0) if d_h is None else d_h
             d_c = tf.zeros_like(c0) if d_c is None else d_c
             kernel_t = tf.cast(tf.transpose(recurrent_kernel), mm_dtype)
 
-            def back(i, dh_matmul, dh_pass, dc, d_gates, d_gates_matmul):
-                t = steps - 1 - i  # the forward loop's steps, last first
-                k = steps - 1 - t if reverse else t
-                d_gates_k, d_gates_matmul_k, dh_pass, dc = module.sketch_lstm_step_grad(
-                    gates.read(t), states.read(t + 1), states.read(t), dh_matmul, dh_pass,
-                    at(k, d_hs, no_tensor), dc, at(k, inside, no_mask), at(k, dropout, no_tensor))
-                return (i + 1, tf.matmul(d_gates_matmul_k, kernel_t), dh_pass, dc,
-                        d_gates.write(k, d_gates_k), d_gates_matmul.write(t, d_gates_matmul_k))
+            def back(i, dh_matmul, dh_pass, dc, d_projected, d_gates_matmul):
+                k = i if reverse else steps - 1 - i  # the forward loop's steps, last first
+                d_gates_k, dh_pass, dc, d_projected, d_gates_matmul = module.sketch_lstm_backward_step(
+                    gates, c_prevs, k, dh_matmul, dh_pass, no_tensor if d_hs is None else d_hs, dc,
+                    inside, dropout, d_projected, d_gates_matmul)
+                return i + 1, tf.matmul(d_gates_k, kernel_t), dh_pass, dc, d_projected, d_gates_matmul
 
-            start = (0, tf.zeros_like(h0, mm_dtype), d_h, d_c,
-                     tf.TensorArray(projected.dtype, size=steps), tf.TensorArray(mm_dtype, size=steps))
-            _, dh_matmul, dh_pass, dc0, d_gates, d_gates_matmul = tf.while_loop(
+            start = (0, tf.zeros_like(h0, mm_dtype), d_h, d_c, empty(4 * units),
+                     empty(4 * units, mm_dtype) if bf16 else tf.zeros([0], mm_dtype))
+            _, dh_matmul, dh_pass, dc0, d_projected, d_gates_matmul = tf.while_loop(
                 lambda i, *_: i < steps, back, start, maximum_iterations=steps)
             dh0 = tf.cast(dh_matmul, h0.dtype) + dh_pass
-            # dU = sum_t h_{t-1}^T d_gates_t, one matmul over all steps.
-            units = tf.shape(h0)[-1]
-            h_flat = tf.reshape(inputs.gather(tf.range(steps)), (-1, units))
-            d_gates_flat = tf.reshape(d_gates_matmul.stack(), (-1, 4 * units))
+            # dU = sum_k h_{k-1}^T d_gates_k, one matmul over all steps.
+            d_gates_flat = tf.reshape(d_gates_matmul if bf16 else d_projected, (-1, 4 * units))
+            h_flat = tf.reshape(h_prevs, (-1, units))
             d_kernel = tf.cast(tf.matmul(h_flat, d_gates_flat, transpose_a=True), projected.dtype)
-            return (d_gates.stack(), d_kernel, dh0, dc0) + (None,) * len(extra)
+            return (d_projected, d_kernel, dh0, dc0) + (None,) * len(extra)
 
         return (hs, h, c), grad
 

@@ -452,15 +452,17 @@ def lstm_recurrence(projected, recurrent_kernel, h0, c0, step_mask=None, dropout
     if keras.backend.backend() != "tensorflow":
         return lstm_recurrence_autodiff(projected, recurrent_kernel, h0, c0, step_mask, dropout,
                                         reverse, matmul_dtype)
+    import tensorflow as tf
+
     key = (step_mask is not None, dropout is not None, reverse, matmul_dtype)
-    module = fused_lstm.load() if fused else None
+    # Not converted by AutoGraph when called inside a tf.function: it may run the compiler.
+    module = tf.autograph.experimental.do_not_convert(fused_lstm.load)() if fused else None
     if module is not None:
         function = fused_lstm.recurrence(module, *key)
     else:
         if key not in _RECURRENCES:
             _RECURRENCES[key] = _make_tf_recurrence(*key)
         function = _RECURRENCES[key]
-    import tensorflow as tf
 
     # A tensor, not the variable: tf.custom_gradient would otherwise want variable gradients.
     kernel = tf.identity(ops.convert_to_tensor(recurrent_kernel))

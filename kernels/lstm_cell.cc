@@ -1,22 +1,32 @@
-// The element-wise part of one LSTM step, forward and backward, as two TensorFlow ops.
+// One LSTM step's element-wise work, forward and backward, as two TensorFlow ops.
 //
 // seq2seqVAE.lstm_recurrence runs the LSTM as a loop over time whose only matmul per step is
 // h @ U (forward) or d_gates @ U^T (backward), done by TensorFlow (oneDNN, bf16 on AMX).
 // Everything else in a step (the add of the input projection, four activations, the cell
-// update, recurrent dropout on the candidate, the padding mask, the casts for the next matmul)
-// is about twenty small TensorFlow ops, each a pass over memory with its own dispatch; here it
-// is one pass per row. The math is exactly that of `_make_tf_recurrence` in seq2seqVAE.py,
-// which the tests compare these ops with.
+// update, recurrent dropout on the candidate, the padding mask, the casts for the next matmul,
+// saving what the backward pass needs) is about twenty small TensorFlow ops, each a pass over
+// memory with its own dispatch; here it is one pass per row. The math is that of
+// `_make_tf_recurrence` in seq2seqVAE.py, which the tests compare these ops with.
+//
+// The ops read step k of whole-sequence tensors by index and write step k of the sequences
+// they build (h for every step, what the backward pass needs, the gradients) into buffers
+// that are loop variables: TensorFlow hands a buffer to the op in place when nothing else
+// holds it, which is always the case in the loops of fused_lstm.py; otherwise the op copies it
+// (correct, slow) and counts the copy (`SketchLstmCopies`, checked by the tests).
 //
 // Built on first use by fused_lstm.py with the compiler flags TensorFlow reports
 // (tf.sysconfig), for the CPU it runs on; where it does not build, the model uses the
 // TensorFlow-op recurrence instead.
 //
-// Layouts: B rows (sketches), H units, gates in the Keras order i, f, c (candidate), o.
-// `inside` is (B) or (B, 1) bool, or empty for "every row is inside the sketch";
-// `dropout` is (B, H), already divided by the keep probability, or empty for none.
+// Layouts: T steps, B rows (sketches), H units, gates in the Keras order i, f, c (the
+// candidate), o. `inside` is (T, B) or (T, B, 1) bool, or empty for "every row is inside the
+// sketch"; `dropout` is (T, B, H), already divided by the keep probability, or empty for none.
 
-#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "Eigen/Core"
@@ -39,85 +49,104 @@ using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 template <typename T>
 using ConstVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
-REGISTER_OP("SketchLstmStep")
-    .Input("projected: float")  // (B, 4H): x_t W + b
-    .Input("recurrent: T")      // (B, 4H): h_{t-1} U, in the matmul's dtype
+std::atomic<int64_t> copies{0};  // buffers that could not be updated in place
+
+REGISTER_OP("SketchLstmForwardStep")
+    .Input("projected: float")  // (T, B, 4H): x_t W + b for every step
+    .Input("step: int32")       // k: the time step this call computes
+    .Input("recurrent: T")      // (B, 4H): h_{k-1} U, in the matmul's dtype
     .Input("h_prev: float")     // (B, H)
     .Input("c_prev: float")     // (B, H)
     .Input("inside: bool")
     .Input("dropout: float")
+    .Input("hs: float")         // (T, B, H): h after each step; step k is written
+    .Input("c_prevs: float")    // (T, B, H): c before each step; step k is written
+    .Input("gates: float")      // (T, B, 4H): i, f, tanh(candidate), o after activation
+    .Input("h_prevs: T")        // (T, B, H): h before each step, in the matmul's dtype
     .Output("h: float")         // (B, H)
     .Output("h_matmul: T")      // h in the matmul's dtype, for the next step
     .Output("c: float")         // (B, H)
-    .Output("gates: float")     // (B, 4H): i, f, tanh(candidate), o after activation
+    .Output("hs_out: float")
+    .Output("c_prevs_out: float")
+    .Output("gates_out: float")
+    .Output("h_prevs_out: T")
     .Attr("T: {float, bfloat16}")
     .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(2));
-      c->set_output(1, c->input(2));
-      c->set_output(2, c->input(2));
-      c->set_output(3, c->input(0));
+      for (int i = 0; i < 3; ++i) c->set_output(i, c->input(3));
+      for (int i = 0; i < 4; ++i) c->set_output(3 + i, c->input(7 + i));
       return absl::OkStatus();
     });
 
-REGISTER_OP("SketchLstmStepGrad")
-    .Input("gates: float")      // (B, 4H): the forward step's `gates`
-    .Input("c: float")          // (B, H): the cell state after the step
-    .Input("c_prev: float")     // (B, H): the cell state before it
-    .Input("dh_matmul: T")      // (B, H): d_gates_{t+1} U^T (zeros after the last step)
-    .Input("dh_pass: float")    // (B, H): dh passed through padding from step t+1
-    .Input("dh_out: float")     // (B, H): gradient of the step's output h_t, or empty
-    .Input("dc: float")         // (B, H): gradient of the cell state after the step
+REGISTER_OP("SketchLstmBackwardStep")
+    .Input("gates: float")            // (T, B, 4H): the forward pass's `gates`
+    .Input("c_prevs: float")          // (T, B, H): the forward pass's `c_prevs`
+    .Input("step: int32")             // k
+    .Input("dh_matmul: T")            // (B, H): d_gates of the step after k, times U^T
+    .Input("dh_pass: float")          // (B, H): dh passed through padding from that step
+    .Input("d_hs: float")             // (T, B, H): gradient of every step's h, or empty
+    .Input("dc: float")               // (B, H): gradient of c after step k
     .Input("inside: bool")
     .Input("dropout: float")
-    .Output("d_gates: float")           // (B, 4H): gradient of the pre-activation gates
-    .Output("d_gates_matmul: T")        // the same in the matmul's dtype
-    .Output("dh_pass_prev: float")      // (B, H): dh passed through this step (padding rows)
-    .Output("dc_prev: float")           // (B, H)
+    .Input("d_projected: float")      // (T, B, 4H): d_gates of each step; step k is written
+    .Input("d_gates_matmul: T")       // the same in the matmul's dtype (bf16), or empty
+    .Output("d_gates_k: T")           // (B, 4H): step k's d_gates in the matmul's dtype
+    .Output("dh_pass_prev: float")    // (B, H): dh passed through step k (padding rows)
+    .Output("dc_prev: float")         // (B, H): gradient of c before step k
+    .Output("d_projected_out: float")
+    .Output("d_gates_matmul_out: T")
     .Attr("T: {float, bfloat16}")
     .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      c->set_output(1, c->input(0));
-      c->set_output(2, c->input(1));
-      c->set_output(3, c->input(1));
+      c->set_output(0, c->Matrix(c->Dim(c->input(0), 1), c->Dim(c->input(0), 2)));
+      c->set_output(1, c->input(4));
+      c->set_output(2, c->input(4));
+      c->set_output(3, c->input(9));
+      c->set_output(4, c->input(10));
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("SketchLstmCopies").Output("copies: int64").SetIsStateful().SetShapeFn(
+    [](InferenceContext* c) {
+      c->set_output(0, c->Scalar());
       return absl::OkStatus();
     });
 
 namespace {
 
-// Checks the shapes shared by both ops; sets the op's error if they are wrong.
-void CheckShapes(OpKernelContext* ctx, const Tensor& wide, const Tensor& state, const Tensor& inside,
-                 const Tensor& dropout, const std::vector<const Tensor*>& same_as_state) {
-  OP_REQUIRES(ctx, state.dims() == 2 && wide.dims() == 2 && wide.dim_size(0) == state.dim_size(0) &&
-                       wide.dim_size(1) == 4 * state.dim_size(1),
-              absl::InvalidArgumentError("lstm step: expected gates (B, 4H) and state (B, H), got " +
-                                         wide.shape().DebugString() + " and " +
-                                         state.shape().DebugString()));
-  for (const Tensor* t : same_as_state) {
-    OP_REQUIRES(ctx, t->shape() == state.shape(),
-                absl::InvalidArgumentError("lstm step: expected (B, H) = " + state.shape().DebugString() +
-                                           ", got " + t->shape().DebugString()));
-  }
-  const int64_t rows = state.dim_size(0);
-  OP_REQUIRES(ctx, inside.NumElements() == 0 || inside.NumElements() == rows,
-              absl::InvalidArgumentError("lstm step: `inside` must have B elements or none"));
-  OP_REQUIRES(ctx, dropout.NumElements() == 0 || dropout.shape() == state.shape(),
-              absl::InvalidArgumentError("lstm step: `dropout` must be (B, H) or empty"));
+absl::Status ShapeError(const std::string& what, const Tensor& got) {
+  return absl::InvalidArgumentError("lstm step: expected " + what + ", got " +
+                                    got.shape().DebugString());
 }
 
+// Checks the shapes shared by both ops; sets the op's error if they are wrong.
+void CheckShapes(OpKernelContext* ctx, int64_t steps, int64_t rows, int64_t units,
+                 const Tensor& inside, const Tensor& dropout, const std::vector<const Tensor*>& state) {
+  for (const Tensor* t : state) {
+    OP_REQUIRES(ctx, t->dims() == 2 && t->dim_size(0) == rows && t->dim_size(1) == units,
+                ShapeError("a state (B, H) = (" + std::to_string(rows) + ", " + std::to_string(units) + ")",
+                           *t));
+  }
+  OP_REQUIRES(ctx, inside.NumElements() == 0 || inside.NumElements() == steps * rows,
+              ShapeError("`inside` with T * B elements or none", inside));
+  OP_REQUIRES(ctx, dropout.NumElements() == 0 || dropout.NumElements() == steps * rows * units,
+              ShapeError("`dropout` (T, B, H) or empty", dropout));
+}
+
+// The sequence buffer at `input` as output `output`, in place where TensorFlow allows it.
 template <typename T>
-T* MatmulOutput(OpKernelContext* ctx, int index, Tensor* same_in_float, const TensorShape& shape) {
-  if constexpr (std::is_same_v<T, float>) {
-    ctx->set_output(index, *same_in_float);  // one tensor serves both outputs
-    return nullptr;
-  } else {
-    Tensor* out = nullptr;
-    absl::Status status = ctx->allocate_output(index, shape, &out);
-    if (!status.ok()) {
-      ctx->SetStatus(status);
-      return nullptr;
-    }
+T* InPlace(OpKernelContext* ctx, int input, int output) {
+  const Tensor& buffer = ctx->input(input);
+  Tensor* out = nullptr;
+  if (ctx->forward_input_to_output_with_shape(input, output, buffer.shape(), &out)) {
     return out->flat<T>().data();
   }
+  copies.fetch_add(1, std::memory_order_relaxed);
+  absl::Status status = ctx->allocate_output(output, buffer.shape(), &out);
+  if (!status.ok()) {
+    ctx->SetStatus(status);
+    return nullptr;
+  }
+  std::memcpy(out->data(), buffer.data(), buffer.TotalBytes());
+  return out->flat<T>().data();
 }
 
 void ForEachRow(OpKernelContext* ctx, int64_t rows, int64_t cost_per_row,
@@ -126,52 +155,85 @@ void ForEachRow(OpKernelContext* ctx, int64_t rows, int64_t cost_per_row,
   workers->ParallelFor(rows, cost_per_row, work);
 }
 
+int64_t CheckedStep(OpKernelContext* ctx, int input, int64_t steps) {
+  const Tensor& step = ctx->input(input);
+  if (step.NumElements() != 1) {
+    ctx->SetStatus(ShapeError("a scalar step", step));
+    return -1;
+  }
+  const int64_t k = step.flat<int32_t>()(0);
+  if (k < 0 || k >= steps) {
+    ctx->SetStatus(absl::InvalidArgumentError("lstm step: step " + std::to_string(k) +
+                                              " is outside 0.." + std::to_string(steps - 1)));
+    return -1;
+  }
+  return k;
+}
+
 }  // namespace
 
 template <typename T>
-class SketchLstmStepOp : public OpKernel {
+class SketchLstmForwardStepOp : public OpKernel {
  public:
-  explicit SketchLstmStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit SketchLstmForwardStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& projected = ctx->input(0);
-    const Tensor& recurrent = ctx->input(1);
-    const Tensor& h_prev = ctx->input(2);
-    const Tensor& c_prev = ctx->input(3);
-    const Tensor& inside = ctx->input(4);
-    const Tensor& dropout = ctx->input(5);
-    CheckShapes(ctx, projected, h_prev, inside, dropout, {&c_prev});
+    const Tensor& recurrent = ctx->input(2);
+    const Tensor& h_prev = ctx->input(3);
+    const Tensor& c_prev = ctx->input(4);
+    const Tensor& inside = ctx->input(5);
+    const Tensor& dropout = ctx->input(6);
+    OP_REQUIRES(ctx, projected.dims() == 3 && projected.dim_size(2) % 4 == 0,
+                ShapeError("`projected` (T, B, 4H)", projected));
+    const int64_t steps = projected.dim_size(0), rows = projected.dim_size(1);
+    const int64_t n = projected.dim_size(2) / 4;
+    CheckShapes(ctx, steps, rows, n, inside, dropout, {&h_prev, &c_prev});
     if (!ctx->status().ok()) return;
-    OP_REQUIRES(ctx, recurrent.shape() == projected.shape(),
-                absl::InvalidArgumentError("lstm step: `recurrent` must be shaped like `projected`"));
-    const int64_t rows = h_prev.dim_size(0), units = h_prev.dim_size(1);
+    OP_REQUIRES(ctx, recurrent.dims() == 2 && recurrent.dim_size(0) == rows && recurrent.dim_size(1) == 4 * n,
+                ShapeError("`recurrent` (B, 4H)", recurrent));
+    const TensorShape sequence({steps, rows, n}), wide({steps, rows, 4 * n});
+    for (int i : {7, 8, 10}) {
+      OP_REQUIRES(ctx, ctx->input(i).shape() == sequence, ShapeError("(T, B, H)", ctx->input(i)));
+    }
+    OP_REQUIRES(ctx, ctx->input(9).shape() == wide, ShapeError("`gates` (T, B, 4H)", ctx->input(9)));
+    const int64_t k = CheckedStep(ctx, 1, steps);
+    if (!ctx->status().ok()) return;
 
-    Tensor *h = nullptr, *c = nullptr, *gates = nullptr;
+    Tensor *h = nullptr, *h_matmul_tensor = nullptr, *c = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, h_prev.shape(), &h));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h_prev.shape(), &h_matmul_tensor));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, h_prev.shape(), &c));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, projected.shape(), &gates));
-    T* h_matmul = MatmulOutput<T>(ctx, 1, h, h_prev.shape());
+    float* hs = InPlace<float>(ctx, 7, 3);
+    float* c_prevs = InPlace<float>(ctx, 8, 4);
+    float* gates = InPlace<float>(ctx, 9, 5);
+    T* h_prevs = InPlace<T>(ctx, 10, 6);
     if (!ctx->status().ok()) return;
 
-    const float* p_data = projected.flat<float>().data();
+    const float* p_data = projected.flat<float>().data() + k * rows * 4 * n;
     const T* r_data = recurrent.flat<T>().data();
     const float* h_prev_data = h_prev.flat<float>().data();
     const float* c_prev_data = c_prev.flat<float>().data();
-    const bool* inside_data = inside.NumElements() ? inside.flat<bool>().data() : nullptr;
-    const float* drop_data = dropout.NumElements() ? dropout.flat<float>().data() : nullptr;
+    const bool* inside_data = inside.NumElements() ? inside.flat<bool>().data() + k * rows : nullptr;
+    const float* drop_data = dropout.NumElements() ? dropout.flat<float>().data() + k * rows * n : nullptr;
     float* h_data = h->flat<float>().data();
+    T* h_matmul = h_matmul_tensor->flat<T>().data();
     float* c_data = c->flat<float>().data();
-    float* g_data = gates->flat<float>().data();
-    const int64_t n = units;
+    hs += k * rows * n;
+    c_prevs += k * rows * n;
+    gates += k * rows * 4 * n;
+    h_prevs += k * rows * n;
 
     ForEachRow(ctx, rows, 40 * 4 * n, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        Vec<float> g(g_data + b * 4 * n, 4 * n);
+        Vec<float> g(gates + b * 4 * n, 4 * n);
         Vec<float> h_row(h_data + b * n, n), c_row(c_data + b * n, n);
-        ConstVec<float> c_old(c_prev_data + b * n, n);
+        ConstVec<float> c_old(c_prev_data + b * n, n), h_old(h_prev_data + b * n, n);
+        Vec<float>(c_prevs + b * n, n) = c_old;
+        Vec<T>(h_prevs + b * n, n) = h_old.template cast<T>();
         if (inside_data && !inside_data[b]) {  // padding: the state passes through
           g.setZero();
-          h_row = ConstVec<float>(h_prev_data + b * n, n);
+          h_row = h_old;
           c_row = c_old;
         } else {
           g = ConstVec<float>(p_data + b * 4 * n, 4 * n) +
@@ -187,64 +249,80 @@ class SketchLstmStepOp : public OpKernel {
           }
           h_row = g.segment(3 * n, n) * c_row.tanh();
         }
-        if (h_matmul) Vec<T>(h_matmul + b * n, n) = h_row.template cast<T>();
+        Vec<float>(hs + b * n, n) = h_row;
+        Vec<T>(h_matmul + b * n, n) = h_row.template cast<T>();
       }
     });
   }
 };
 
 template <typename T>
-class SketchLstmStepGradOp : public OpKernel {
+class SketchLstmBackwardStepOp : public OpKernel {
  public:
-  explicit SketchLstmStepGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit SketchLstmBackwardStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& gates = ctx->input(0);
-    const Tensor& c = ctx->input(1);
-    const Tensor& c_prev = ctx->input(2);
+    const Tensor& gates_all = ctx->input(0);
+    const Tensor& c_prevs = ctx->input(1);
     const Tensor& dh_matmul = ctx->input(3);
     const Tensor& dh_pass = ctx->input(4);
-    const Tensor& dh_out = ctx->input(5);
+    const Tensor& d_hs = ctx->input(5);
     const Tensor& dc = ctx->input(6);
     const Tensor& inside = ctx->input(7);
     const Tensor& dropout = ctx->input(8);
-    CheckShapes(ctx, gates, c, inside, dropout, {&c_prev, &dh_matmul, &dh_pass, &dc});
+    OP_REQUIRES(ctx, gates_all.dims() == 3 && gates_all.dim_size(2) % 4 == 0,
+                ShapeError("`gates` (T, B, 4H)", gates_all));
+    const int64_t steps = gates_all.dim_size(0), rows = gates_all.dim_size(1);
+    const int64_t n = gates_all.dim_size(2) / 4;
+    CheckShapes(ctx, steps, rows, n, inside, dropout, {&dh_matmul, &dh_pass, &dc});
     if (!ctx->status().ok()) return;
-    OP_REQUIRES(ctx, dh_out.NumElements() == 0 || dh_out.shape() == c.shape(),
-                absl::InvalidArgumentError("lstm step grad: `dh_out` must be (B, H) or empty"));
-    const int64_t rows = c.dim_size(0), n = c.dim_size(1);
-
-    Tensor *d_gates = nullptr, *dh_pass_prev = nullptr, *dc_prev = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, gates.shape(), &d_gates));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, c.shape(), &dh_pass_prev));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, c.shape(), &dc_prev));
-    T* d_gates_matmul = MatmulOutput<T>(ctx, 1, d_gates, gates.shape());
+    const TensorShape sequence({steps, rows, n}), wide({steps, rows, 4 * n});
+    OP_REQUIRES(ctx, c_prevs.shape() == sequence, ShapeError("`c_prevs` (T, B, H)", c_prevs));
+    OP_REQUIRES(ctx, d_hs.NumElements() == 0 || d_hs.shape() == sequence,
+                ShapeError("`d_hs` (T, B, H) or empty", d_hs));
+    OP_REQUIRES(ctx, ctx->input(9).shape() == wide, ShapeError("`d_projected` (T, B, 4H)", ctx->input(9)));
+    constexpr bool kSeparate = !std::is_same_v<T, float>;  // bf16 needs its own copy of d_gates
+    OP_REQUIRES(ctx, kSeparate ? ctx->input(10).shape() == wide : ctx->input(10).NumElements() == 0,
+                ShapeError(kSeparate ? "`d_gates_matmul` (T, B, 4H)" : "empty `d_gates_matmul`",
+                           ctx->input(10)));
+    const int64_t k = CheckedStep(ctx, 2, steps);
     if (!ctx->status().ok()) return;
 
-    const float* g_data = gates.flat<float>().data();
-    const float* c_data = c.flat<float>().data();
-    const float* c_prev_data = c_prev.flat<float>().data();
+    Tensor *dh_pass_prev = nullptr, *dc_prev = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, dh_pass.shape(), &dh_pass_prev));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, dc.shape(), &dc_prev));
+    float* d_projected = InPlace<float>(ctx, 9, 3);
+    T* d_gates_matmul = nullptr;
+    if constexpr (kSeparate) {
+      d_gates_matmul = InPlace<T>(ctx, 10, 4);
+    } else {
+      ctx->set_output(4, ctx->input(10));
+    }
+    if (!ctx->status().ok()) return;
+    const float* g_data = gates_all.flat<float>().data() + k * rows * 4 * n;
+    const float* c_prev_data = c_prevs.flat<float>().data() + k * rows * n;
     const T* dh_mm_data = dh_matmul.flat<T>().data();
     const float* dh_pass_data = dh_pass.flat<float>().data();
-    const float* dh_out_data = dh_out.NumElements() ? dh_out.flat<float>().data() : nullptr;
+    const float* d_hs_data = d_hs.NumElements() ? d_hs.flat<float>().data() + k * rows * n : nullptr;
     const float* dc_data = dc.flat<float>().data();
-    const bool* inside_data = inside.NumElements() ? inside.flat<bool>().data() : nullptr;
-    const float* drop_data = dropout.NumElements() ? dropout.flat<float>().data() : nullptr;
-    float* dg_data = d_gates->flat<float>().data();
+    const bool* inside_data = inside.NumElements() ? inside.flat<bool>().data() + k * rows : nullptr;
+    const float* drop_data = dropout.NumElements() ? dropout.flat<float>().data() + k * rows * n : nullptr;
+    float* dg_data = d_projected + k * rows * 4 * n;
+    T* dg_mm_data = d_gates_matmul ? d_gates_matmul + k * rows * 4 * n : nullptr;
     float* dh_pass_prev_data = dh_pass_prev->flat<float>().data();
     float* dc_prev_data = dc_prev->flat<float>().data();
 
     ForEachRow(ctx, rows, 60 * 4 * n, [&](int64_t begin, int64_t end) {
-      std::vector<float> scratch(2 * n);
-      Vec<float> dh(scratch.data(), n), tanh_c(scratch.data() + n, n);
+      std::vector<float> scratch(3 * n);
+      Vec<float> dh(scratch.data(), n), c(scratch.data() + n, n), tanh_c(scratch.data() + 2 * n, n);
       for (int64_t b = begin; b < end; ++b) {
         ConstVec<float> g(g_data + b * 4 * n, 4 * n);
         Vec<float> dg(dg_data + b * 4 * n, 4 * n);
         Vec<float> pass_row(dh_pass_prev_data + b * n, n), dc_row(dc_prev_data + b * n, n);
-        ConstVec<float> dc_in(dc_data + b * n, n);
+        ConstVec<float> dc_in(dc_data + b * n, n), c_old(c_prev_data + b * n, n);
         dh = ConstVec<T>(dh_mm_data + b * n, n).template cast<float>() +
              ConstVec<float>(dh_pass_data + b * n, n);
-        if (dh_out_data) dh += ConstVec<float>(dh_out_data + b * n, n);
+        if (d_hs_data) dh += ConstVec<float>(d_hs_data + b * n, n);
         if (inside_data && !inside_data[b]) {  // padding: dh and dc pass through to the step before
           dg.setZero();
           pass_row = dh;
@@ -252,8 +330,15 @@ class SketchLstmStepGradOp : public OpKernel {
         } else {
           auto i = g.segment(0, n), f = g.segment(n, n), cand = g.segment(2 * n, n),
                o = g.segment(3 * n, n);
-          tanh_c = ConstVec<float>(c_data + b * n, n).tanh();
-          // dc_row holds the gradient of c_t (through h_t and directly) until the last line.
+          // c after the step, recomputed as the forward op computed it.
+          if (drop_data) {
+            ConstVec<float> drop(drop_data + b * n, n);
+            c = f * c_old + i * (cand * drop);
+          } else {
+            c = f * c_old + i * cand;
+          }
+          tanh_c = c.tanh();
+          // dc_row holds the gradient of c after the step until the last line.
           dc_row = dc_in + dh * o * (1 - tanh_c.square());
           if (drop_data) {
             ConstVec<float> drop(drop_data + b * n, n);
@@ -263,26 +348,51 @@ class SketchLstmStepGradOp : public OpKernel {
             dg.segment(0, n) = dc_row * cand * i * (1 - i);
             dg.segment(2 * n, n) = dc_row * i * (1 - cand.square());
           }
-          dg.segment(n, n) = dc_row * ConstVec<float>(c_prev_data + b * n, n) * f * (1 - f);
+          dg.segment(n, n) = dc_row * c_old * f * (1 - f);
           dg.segment(3 * n, n) = dh * tanh_c * o * (1 - o);
           pass_row.setZero();
           dc_row *= f;
         }
-        if (d_gates_matmul) Vec<T>(d_gates_matmul + b * 4 * n, 4 * n) = dg.template cast<T>();
+        if (dg_mm_data) Vec<T>(dg_mm_data + b * 4 * n, 4 * n) = dg.template cast<T>();
       }
     });
+    // Step k's d_gates for the next matmul: a view of the buffer it was written to, or a copy
+    // where that view would not be aligned as TensorFlow's kernels require.
+    const Tensor source = ctx->mutable_output(kSeparate ? 4 : 3)->SubSlice(k);
+    if (reinterpret_cast<uintptr_t>(source.data()) % EIGEN_MAX_ALIGN_BYTES == 0) {
+      Tensor d_gates_k;
+      OP_REQUIRES(ctx, d_gates_k.CopyFrom(source, TensorShape({rows, 4 * n})),
+                  absl::InternalError("lstm step: could not view step k's d_gates"));
+      ctx->set_output(0, d_gates_k);
+    } else {
+      Tensor* d_gates_k = nullptr;
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({rows, 4 * n}), &d_gates_k));
+      std::memcpy(d_gates_k->data(), source.data(), source.TotalBytes());
+    }
   }
 };
 
-REGISTER_KERNEL_BUILDER(Name("SketchLstmStep").Device(DEVICE_CPU).TypeConstraint<float>("T"),
-                        SketchLstmStepOp<float>);
-REGISTER_KERNEL_BUILDER(
-    Name("SketchLstmStep").Device(DEVICE_CPU).TypeConstraint<Eigen::bfloat16>("T"),
-    SketchLstmStepOp<Eigen::bfloat16>);
-REGISTER_KERNEL_BUILDER(Name("SketchLstmStepGrad").Device(DEVICE_CPU).TypeConstraint<float>("T"),
-                        SketchLstmStepGradOp<float>);
-REGISTER_KERNEL_BUILDER(
-    Name("SketchLstmStepGrad").Device(DEVICE_CPU).TypeConstraint<Eigen::bfloat16>("T"),
-    SketchLstmStepGradOp<Eigen::bfloat16>);
+class SketchLstmCopiesOp : public OpKernel {
+ public:
+  explicit SketchLstmCopiesOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &out));
+    out->scalar<int64_t>()() = copies.load();
+  }
+};
+
+#define REGISTER(T)                                                                              \
+  REGISTER_KERNEL_BUILDER(                                                                       \
+      Name("SketchLstmForwardStep").Device(DEVICE_CPU).TypeConstraint<T>("T").HostMemory("step"), \
+      SketchLstmForwardStepOp<T>);                                                               \
+  REGISTER_KERNEL_BUILDER(                                                                       \
+      Name("SketchLstmBackwardStep").Device(DEVICE_CPU).TypeConstraint<T>("T").HostMemory("step"), \
+      SketchLstmBackwardStepOp<T>);
+REGISTER(float)
+REGISTER(Eigen::bfloat16)
+#undef REGISTER
+REGISTER_KERNEL_BUILDER(Name("SketchLstmCopies").Device(DEVICE_CPU), SketchLstmCopiesOp);
 
 }  // namespace sketch_rnn

@@ -77,15 +77,23 @@ def test_fused_cell_in_bfloat16_matches_the_tensorflow_op_loop(module):
         assert np.linalg.norm(ours - full) <= 0.02 * np.linalg.norm(full)
 
 
-def test_the_op_names_a_bad_shape(module):
+def test_the_ops_name_a_bad_shape(module):
     import tensorflow as tf
 
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected gates \(B, 4H\)"):
-        module.sketch_lstm_step(tf.zeros((2, 12)), tf.zeros((2, 12)), tf.zeros((2, 4)),
-                                tf.zeros((2, 4)), tf.zeros([0], tf.bool), tf.zeros([0]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="`inside` must have B elements"):
-        module.sketch_lstm_step(tf.zeros((2, 16)), tf.zeros((2, 16)), tf.zeros((2, 4)),
-                                tf.zeros((2, 4)), tf.zeros([3], tf.bool), tf.zeros([0]))
+    def forward(projected, h, buffers, inside=None, step=0):
+        inside = tf.zeros([0], tf.bool) if inside is None else inside
+        return module.sketch_lstm_forward_step(projected, step, tf.zeros(projected.shape[1:]), h, h,
+                                               inside, tf.zeros([0]), *buffers)
+
+    projected, h = tf.zeros((3, 2, 16)), tf.zeros((2, 4))
+    buffers = [tf.zeros((3, 2, 4)), tf.zeros((3, 2, 4)), tf.zeros((3, 2, 16)), tf.zeros((3, 2, 4))]
+    forward(projected, h, buffers)  # the right shapes
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected a state \(B, H\) = \(2, 4\)"):
+        forward(projected, tf.zeros((2, 5)), buffers)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`inside` with T \\* B elements"):
+        forward(projected, h, buffers, inside=tf.zeros([5], tf.bool))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="step 3 is outside 0..2"):
+        forward(projected, h, buffers, step=3)
 
 
 def test_training_step_is_the_same_with_and_without_the_fused_cell(module):
@@ -106,6 +114,18 @@ def test_training_step_is_the_same_with_and_without_the_fused_cell(module):
         assert losses[0][key] == pytest.approx(losses[1][key], rel=1e-5), key
     for ours, reference in zip(*weights):
         np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_a_training_step_updates_the_sequence_buffers_in_place(module):
+    # A copy would still be correct, but would cost a pass over a (T, B, 4H) buffer per step.
+    hps = HParams.parse(TINY)
+    model = compile_model(build_model(hps), hps)
+    x = np.zeros((3, 13, 5), np.float32)
+    x[:, :, 2] = 1
+    before = fused_lstm.copies()
+    model.train_on_batch(x, x[:, 1:])
+    model.train_on_batch(x, x[:, 1:])
+    assert fused_lstm.copies() == before
 
 
 def test_no_compiler_means_a_warning_and_the_tensorflow_ops(monkeypatch, tmp_path):
