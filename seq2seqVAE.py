@@ -287,10 +287,11 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
         input_dim = inputs.shape[-1]
         # The input projection of every step in one matmul, time-major: (T, B, 4H). The
         # inputs are transposed, not the projection, which is 4H / D times larger.
-        projected = ops.matmul(ops.transpose(inputs, (1, 0, 2)), self.kernel[:input_dim]) + self.bias
+        projected = ops.matmul(ops.transpose(inputs, (1, 0, 2)), self.kernel[:input_dim])
+        addend = self.bias  # the same every step: the bias, plus z's projection in the decoder
         if constant is not None:
-            projected = projected + ops.matmul(constant, self.kernel[input_dim:])
-        steps = [projected]
+            addend = ops.matmul(constant, self.kernel[input_dim:]) + self.bias
+        steps = [add_over_time(projected, addend)]
         if mask is not None:
             steps.append(ops.expand_dims(ops.transpose(ops.cast(mask, "bool")), -1))
         if use_dropout:
@@ -350,6 +351,29 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
             "fused_cell": self.fused_cell,
         })
         return config
+
+
+def add_over_time(sequence, addend):
+    """sequence (T, B, D) + addend, (D) or (B, D), the same at every step.
+
+    On TensorFlow the gradient of `addend` (a sum over T, or T and B) is a matmul with a row
+    of ones: several times faster on a CPU than the reduction autodiff uses.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return sequence + addend
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def add(sequence, addend):
+        def grad(d_sum):
+            flat = tf.reshape(d_sum, (-1, tf.size(addend)))  # (T, B * D) or (T * B, D)
+            ones = tf.ones((1, tf.shape(flat)[0]), d_sum.dtype)
+            return d_sum, tf.reshape(tf.matmul(ones, flat), tf.shape(addend))
+
+        return sequence + addend, grad
+
+    # A tensor, not the variable: tf.custom_gradient would otherwise want variable gradients.
+    return add(sequence, tf.identity(ops.convert_to_tensor(addend, sequence.dtype)))
 
 
 def _scan(step, init, xs, reverse=False):

@@ -401,3 +401,27 @@ def test_resuming_from_an_older_checkpoint_moves_the_later_ones_aside(tmp_path):
     model.optimizer.iterations.assign(8)
     callback._save_step(8)
     assert [step for step, _, _ in list_checkpoints(str(tmp_path))] == [6, 8]
+
+
+@pytest.mark.parametrize("addend_shape", [(6,), (3, 6)])
+def test_add_over_time_gradients_equal_the_plain_sum(addend_shape):
+    import tensorflow as tf
+
+    from seq2seqVAE import add_over_time
+
+    rng = np.random.default_rng(12)
+    sequence = tf.constant(rng.normal(size=(5, 3, 6)), tf.float32)
+    addend = tf.constant(rng.normal(size=addend_shape), tf.float32)
+    weights = tf.constant(rng.normal(size=(5, 3, 6)), tf.float32)
+    results = []
+    for add in (add_over_time, lambda a, b: a + b):
+        with tf.GradientTape() as tape:
+            tape.watch([sequence, addend])
+            total = add(sequence, addend)
+            loss = tf.reduce_sum(total * weights)
+        results.append([total, *tape.gradient(loss, [sequence, addend])])
+    # The reference: d addend is the weights summed over every axis the addend is broadcast on.
+    expected = np.asarray(weights).sum(axis=(0, 1) if len(addend_shape) == 1 else 0)
+    np.testing.assert_allclose(results[0][2], expected, rtol=1e-5, atol=1e-5)
+    for ours, reference in zip(*results):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
