@@ -653,15 +653,13 @@ def get_mixture_coef(params, num_mixture):
         `rho` (tanh applied), and `pen_logits` (..., 3).
     """
     m = num_mixture
-    return {
-        "pen_logits": params[..., :3],
-        "pi_logits": params[..., 3:3 + m],
-        "mu_x": params[..., 3 + m:3 + 2 * m],
-        "mu_y": params[..., 3 + 2 * m:3 + 3 * m],
-        "log_sigma_x": params[..., 3 + 3 * m:3 + 4 * m],
-        "log_sigma_y": params[..., 3 + 4 * m:3 + 5 * m],
-        "rho": ops.tanh(params[..., 3 + 5 * m:3 + 6 * m]),
-    }
+    # One split, not seven slices: its gradient is one concatenation, where each slice's
+    # gradient would be a params-sized tensor of zeros.
+    parts = ops.split(params, [3 + i * m for i in range(6)], axis=-1)
+    names = ("pen_logits", "pi_logits", "mu_x", "mu_y", "log_sigma_x", "log_sigma_y", "rho")
+    coef = dict(zip(names, parts))
+    coef["rho"] = ops.tanh(coef["rho"])
+    return coef
 
 
 def bivariate_normal_log_pdf(x, y, mu_x, mu_y, log_sigma_x, log_sigma_y, rho):
