@@ -83,24 +83,33 @@ def _load():
 
 
 def _build(compiler, tf_flags, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        scratch = tempfile.TemporaryDirectory(dir=folder)
+    except OSError as error:
+        raise _Unavailable(f"cannot write the kernel to {folder} ({error.strerror}); "
+                           "set SKETCH_RNN_KERNEL_DIR to a writable folder") from error
     print("sketch-rnn: compiling the fused LSTM kernel (once per machine, about 15 s)...",
           file=sys.stderr, flush=True)
     # -march=native: the cache key includes the CPU. Eigen's AVX512-FP16 code does not build
     # with every compiler, and the kernel has no use for it; plain flags are the last resort.
     attempts = [["-march=native", "-mno-avx512fp16"], ["-march=native"], []]
-    errors = []
-    with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as scratch:
-        target = os.path.join(scratch, os.path.basename(path))
+    error = "(no output)"
+    with scratch:
+        target = os.path.join(scratch.name, os.path.basename(path))
         for arch in attempts:
             command = [compiler, "-std=c++17", "-O3", *arch, "-shared", "-fPIC",
                        "-Wno-deprecated-declarations", SOURCE, "-o", target, *tf_flags]
-            result = subprocess.run(command, capture_output=True, text=True)
+            try:
+                result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            except (OSError, subprocess.TimeoutExpired) as failure:
+                raise _Unavailable(f"{compiler} failed to run: {failure}") from failure
             if result.returncode == 0:
                 os.replace(target, path)  # atomic: another process may be building it too
                 return
-            errors.append(result.stderr.strip().splitlines()[-1:] or ["(no output)"])
-    raise _Unavailable(f"{compiler} could not build {SOURCE}: {errors[-1][0]}")
+            error = (result.stderr.strip().splitlines() or [error])[-1]
+    raise _Unavailable(f"{compiler} could not build {SOURCE}: {error}")
 
 
 def _compiler_version(compiler):

@@ -1,15 +1,19 @@
 """Training speed on aaron_sheep: ours against a plain baseline of our own model, in one run.
 
 Usage:
-    python benchmarks/train_speed.py [--steps 10] [--json] [--data ../shared/datasets/aaron_sheep.npz]
+    python benchmarks/train_speed.py [--json] [--steps 0] [--padded_steps 10]
+        [--lever k=v,...] [--reference official=2.74] [--data ../shared/datasets/aaron_sheep.npz]
 
 Prints, for the default hparams (batch 100, enc 256, dec 512, z 128, M 20) and for a plain
 baseline of the same model (every batch padded to max_seq_len, autodiff LSTM, fp32, no XLA):
 seconds per training step, sketches per second, and the GFLOPS achieved, counted over the
 sketches' real lengths, as a fraction of the fp32 and bf16 matmul peaks measured in the
-same process. `--lever k=v` adds a configuration (hparam overrides of the defaults), so each
-optimisation shows as a ratio. FLOPs follow the official model's shapes: z is part of every
-decoder step's input, and a training step costs three forward passes.
+same process. Length-bucketed configurations are timed over every batch of one epoch (their
+batches differ in length; the mean length is printed), padded ones over --padded_steps.
+`--lever k=v` adds a configuration (hparam overrides of the defaults), so each optimisation
+shows as a ratio; `--reference name=s_per_step` prints the speed-up over another
+implementation timed on the same machine. FLOPs follow the official model's shapes: z is
+part of every decoder step's input, and a training step costs three forward passes.
 
 A benchmark, not a test: run it on an otherwise idle machine.
 """
@@ -23,7 +27,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-BASELINE = "bucket_batches=0,custom_lstm_gradient=False,lstm_matmul_dtype=float32,jit_compile=False"
+BASELINE = ("bucket_batches=0,custom_lstm_gradient=False,fused_lstm_cell=False,lstm_matmul_dtype=float32,"
+            "jit_compile=False")
 
 
 def forward_flops(hps, lengths):
@@ -66,7 +71,12 @@ def matmul_peak(dtype, m, k, n, seconds=1.0):
 
 
 def time_training(hps, loader, steps, warmup=3):
-    """Seconds per step and real-length training FLOPs per step of `hps` on `loader`'s sketches."""
+    """Seconds per step, real-length training FLOPs per step and mean batch length of `hps`.
+
+    Padded batches all cost the same, so `steps` of them are timed. Length-bucketed batches
+    differ (the first few of an epoch are not typical), so every batch of one epoch is timed
+    when `steps` is 0, else `steps` batches spread evenly over the epoch.
+    """
     import keras
     import numpy as np
 
@@ -77,24 +87,35 @@ def time_training(hps, loader, steps, warmup=3):
     model = compile_model(build_model(hps), hps)
     batches = SketchBatches(loader, hps.batch_size, augment=True, seed=hps.seed,
                             bucket_batches=hps.bucket_batches, trim=hps.bucket_batches > 0)
-    data = [batches[i % len(batches)] for i in range(warmup + steps)]
-    for x, y in data[:warmup]:
+    if hps.bucket_batches > 0:
+        count = len(batches) if steps <= 0 else min(steps, len(batches))
+        indices = np.linspace(0, len(batches) - 1, count).round().astype(int)
+    else:
+        indices = np.arange(max(steps, 1)) % len(batches)
+    data = [batches[int(i)] for i in indices]
+    for i in range(warmup):  # compiles, and retraces once for a second batch length
+        x, y = batches[(len(batches) - 1 - i) % len(batches)]
         model.train_on_batch(x, y)
-    flops = 0.0
     start = time.perf_counter()
-    for x, y in data[warmup:]:
+    for x, y in data:
         model.train_on_batch(x, y)
     elapsed = time.perf_counter() - start
-    for x, _ in data[warmup:]:
-        flops += 3 * forward_flops(hps, np.sum(x[:, 1:, 4] == 0, axis=1))
-    return elapsed / steps, flops / steps
+    flops = sum(3 * forward_flops(hps, np.sum(x[:, 1:, 4] == 0, axis=1)) for x, _ in data)
+    mean_length = float(np.mean([x.shape[1] - 1 for x, _ in data]))
+    return elapsed / len(data), flops / len(data), mean_length
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                                                        "datasets", "aaron_sheep.npz"))
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="timed steps of bucketed configurations (0: one whole epoch)")
+    parser.add_argument("--padded_steps", type=int, default=10,
+                        help="timed steps of padded configurations (bucket_batches=0)")
+    parser.add_argument("--reference", action="append", default=[], metavar="NAME=S_PER_STEP",
+                        help="another implementation's s/step on this machine, e.g. official=2.74, "
+                             "to print each configuration's speed-up over it")
     parser.add_argument("--lever", action="append", default=[],
                         help="extra configuration as hparam overrides, e.g. jit_compile=True")
     parser.add_argument("--skip_baseline", action="store_true")
@@ -129,18 +150,25 @@ def main(argv=None):
     results = {}
     for name, overrides in configs:
         config = HParams.parse(overrides)
-        seconds, flops = time_training(config, loader, args.steps)
+        steps = args.steps if config.bucket_batches > 0 else args.padded_steps
+        seconds, flops, mean_length = time_training(config, loader, steps)
         results[name] = {
             "s_per_step": seconds,
             "sketches_per_s": config.batch_size / seconds,
             "gflops": flops / seconds / 1e9,
             "real_gflop_per_step": flops / 1e9,
+            "mean_batch_length": mean_length,
         }
         r = results[name]
         print(f"{name:>10}: {r['s_per_step']:.3f} s/step, {r['sketches_per_s']:.1f} sketches/s, "
               f"{r['gflops']:.0f} GFLOPS over real lengths = {r['gflops'] / peaks['fp32_model']:.0%} "
               f"of the fp32 peak, {r['gflops'] / peaks['bf16_model']:.0%} of the bf16 peak "
-              f"(at the model's shapes) [{overrides or 'defaults'}]", flush=True)
+              f"(at the model's shapes); batches {mean_length:.0f} steps long on average "
+              f"[{overrides or 'defaults'}]", flush=True)
+        for reference in args.reference:
+            other, other_seconds = reference.split("=")
+            print(f"{'':>12}{float(other_seconds) / seconds:.2f}x {other} "
+                  f"({float(other_seconds):.2f} s/step)")
     if "baseline" in results:
         speedup = results["baseline"]["s_per_step"] / results["default"]["s_per_step"]
         print(f"default vs baseline: {speedup:.2f}x")

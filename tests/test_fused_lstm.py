@@ -143,6 +143,21 @@ def test_no_compiler_means_a_warning_and_the_tensorflow_ops(monkeypatch, tmp_pat
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("problem", ["compiler fails", "folder not writable"])
+def test_a_failed_build_means_a_warning_naming_the_cause(monkeypatch, tmp_path, problem):
+    monkeypatch.setattr(fused_lstm, "_loaded", {})
+    if problem == "compiler fails":
+        monkeypatch.setenv("CXX", "false")  # on PATH, fails without a word
+        monkeypatch.setenv("SKETCH_RNN_KERNEL_DIR", str(tmp_path))
+        expected = "false could not build .*lstm_cell.cc"
+    else:
+        (tmp_path / "a-file").write_text("")
+        monkeypatch.setenv("SKETCH_RNN_KERNEL_DIR", str(tmp_path / "a-file" / "kernels"))
+        expected = "cannot write the kernel to .*a-file.*set SKETCH_RNN_KERNEL_DIR"
+    with pytest.warns(UserWarning, match=expected):
+        assert fused_lstm.load() is None
+
+
 def test_the_kernel_is_built_once_and_cached(tmp_path):
     # In fresh processes: one process must not load two copies of the op library.
     env = dict(os.environ, SKETCH_RNN_KERNEL_DIR=str(tmp_path))
