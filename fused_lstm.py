@@ -185,7 +185,10 @@ def _make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
             lambda t, *_: t < steps, body, start, maximum_iterations=steps)
 
         def grad(d_hs, d_h, d_c):
-            d_h = tf.zeros_like(h0) if d_h is None else d_h
+            # dh passed through padding rows is carried only where it can be non-zero: with a
+            # mask, or with a gradient for the last h (the op takes empty for "always zero").
+            passes = has_mask or d_h is not None
+            dh_pass = (tf.zeros_like(h0) if d_h is None else d_h) if passes else no_tensor
             d_c = tf.zeros_like(c0) if d_c is None else d_c
             kernel_t = tf.cast(tf.transpose(recurrent_kernel), mm_dtype)
 
@@ -196,11 +199,11 @@ def _make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
                     inside, dropout, d_projected, d_gates_matmul)
                 return i + 1, tf.matmul(d_gates_k, kernel_t), dh_pass, dc, d_projected, d_gates_matmul
 
-            start = (0, tf.zeros_like(h0, mm_dtype), d_h, d_c, empty(4 * units),
+            start = (0, tf.zeros_like(h0, mm_dtype), dh_pass, d_c, empty(4 * units),
                      empty(4 * units, mm_dtype) if bf16 else tf.zeros([0], mm_dtype))
             _, dh_matmul, dh_pass, dc0, d_projected, d_gates_matmul = tf.while_loop(
                 lambda i, *_: i < steps, back, start, maximum_iterations=steps)
-            dh0 = tf.cast(dh_matmul, h0.dtype) + dh_pass
+            dh0 = tf.cast(dh_matmul, h0.dtype) + (dh_pass if passes else 0.0)
             # dU = sum_k h_{k-1}^T d_gates_k, one matmul over all steps.
             d_gates_flat = tf.reshape(d_gates_matmul if bf16 else d_projected, (-1, 4 * units))
             h_flat = tf.reshape(h_prevs, (-1, units))

@@ -37,7 +37,7 @@ def _case(rng, steps=9, batch=5, units=6):
     }
 
 
-def _outputs_and_gradients(recurrence, case, use_mask, use_dropout, reverse, **kwargs):
+def _outputs_and_gradients(recurrence, case, use_mask, use_dropout, reverse, last_h=True, **kwargs):
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
@@ -45,8 +45,11 @@ def _outputs_and_gradients(recurrence, case, use_mask, use_dropout, reverse, **k
         hs, h, c = recurrence(case["projected"], case["kernel"], case["h0"], case["c0"],
                               case["mask"] if use_mask else None,
                               case["dropout"] if use_dropout else None, reverse=reverse, **kwargs)
-        # Reaches every output: the sequence, the last h and the last c.
-        loss = tf.reduce_sum(hs * case["weights"]) + 0.3 * tf.reduce_sum(h) + tf.reduce_sum(c * c)
+        # Reaches every output: the sequence, the last h (unless not `last_h`, as the
+        # decoder, whose last h is unused) and the last c.
+        loss = tf.reduce_sum(hs * case["weights"]) + tf.reduce_sum(c * c)
+        if last_h:
+            loss += 0.3 * tf.reduce_sum(h)
     grads = tape.gradient(loss, [case["projected"], case["kernel"], case["h0"], case["c0"]])
     return [hs, h, c, *grads]
 
@@ -61,6 +64,16 @@ def test_fused_cell_equals_autodiff_in_float32(module, use_mask, use_dropout, re
     names = ["hs", "h", "c", "d_projected", "d_kernel", "d_h0", "d_c0"]
     for name, ours, expected in zip(names, fused, reference):
         np.testing.assert_allclose(ours, expected, atol=2e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_fused_cell_without_a_gradient_for_the_last_h(module, use_mask):
+    case = _case(np.random.default_rng(24))
+    args = dict(use_mask=use_mask, use_dropout=True, reverse=False, last_h=False)
+    fused = _outputs_and_gradients(lstm_recurrence, case, fused=True, **args)
+    reference = _outputs_and_gradients(lstm_recurrence_autodiff, case, **args)
+    for ours, expected in zip(fused, reference):
+        np.testing.assert_allclose(ours, expected, atol=2e-5)
 
 
 def test_fused_cell_in_bfloat16_matches_the_tensorflow_op_loop(module):
