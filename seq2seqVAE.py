@@ -68,7 +68,7 @@ class HParams:
     seed: int = 0  # Seed for shuffling, augmentation, dropout and z sampling.
     # Speed (not in the official code).
     bucket_batches: int = 0  # Batch sketches of similar length from pools of this many
-    # batches and cut each batch after its longest sketch (about 1.8x faster, but it drops the
+    # batches and cut each batch after its longest sketch (about 1.7x faster, but it drops the
     # pen loss after each batch's longest sketch: not the official objective; see README).
     # 0 pads every batch to max_seq_len as the official code.
     custom_lstm_gradient: bool = True  # The LSTM's hand-written backward pass (else autodiff).
