@@ -22,11 +22,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "lstm_cell.cc")
 
 _loaded = {}  # "module" -> the op module or None once tried
+_lock = threading.Lock()  # one build at a time; other callers wait for its result
 
 
 def kernel_dir():
@@ -39,15 +41,19 @@ def kernel_dir():
 
 def load():
     """The compiled op module (built on first use), or None where it cannot be used."""
-    if "module" not in _loaded:
-        _loaded["module"] = None
-        try:
-            _loaded["module"] = _load()
-        except _Unavailable as error:
-            if str(error):
-                warnings.warn(f"sketch-rnn: the fused LSTM kernel is off ({error}); using "
-                              "TensorFlow ops for the LSTM steps (same results, slower).", stacklevel=2)
-    return _loaded["module"]
+    with _lock:
+        if "module" not in _loaded:
+            try:
+                _loaded["module"] = _load()
+            except Exception as error:  # whatever goes wrong, the model runs on TF ops
+                _loaded["module"] = None
+                if not isinstance(error, _Unavailable):
+                    error = f"{type(error).__name__}: {error}"
+                if str(error):
+                    warnings.warn(f"sketch-rnn: the fused LSTM kernel is off ({error}); using "
+                                  "TensorFlow ops for the LSTM steps (same results, slower).",
+                                  stacklevel=2)
+        return _loaded["module"]
 
 
 class _Unavailable(Exception):
@@ -78,8 +84,18 @@ def _load():
         _build(compiler, tf_flags, path)
     try:
         return tf.load_op_library(path)
-    except Exception as error:  # a broken or foreign file: say so, don't crash the run
-        raise _Unavailable(f"could not load {path}: {str(error).splitlines()[0]}") from error
+    except Exception as error:  # a damaged cached file: build it again, once
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+    _build(compiler, tf_flags, path)
+    try:
+        return tf.load_op_library(path)
+    except Exception as error:
+        raise _Unavailable(f"could not load {path} ({first}), nor after rebuilding it: "
+                           f"{str(error).splitlines()[0]}") from error
 
 
 def _build(compiler, tf_flags, path):
@@ -185,10 +201,7 @@ def _make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
             lambda t, *_: t < steps, body, start, maximum_iterations=steps)
 
         def grad(d_hs, d_h, d_c):
-            # dh passed through padding rows is carried only where it can be non-zero: with a
-            # mask, or with a gradient for the last h (the op takes empty for "always zero").
-            passes = has_mask or d_h is not None
-            dh_pass = (tf.zeros_like(h0) if d_h is None else d_h) if passes else no_tensor
+            dh_pass = tf.zeros_like(h0) if d_h is None else d_h  # through padding rows
             d_c = tf.zeros_like(c0) if d_c is None else d_c
             kernel_t = tf.cast(tf.transpose(recurrent_kernel), mm_dtype)
 
@@ -203,7 +216,7 @@ def _make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
                      empty(4 * units, mm_dtype) if bf16 else tf.zeros([0], mm_dtype))
             _, dh_matmul, dh_pass, dc0, d_projected, d_gates_matmul = tf.while_loop(
                 lambda i, *_: i < steps, back, start, maximum_iterations=steps)
-            dh0 = tf.cast(dh_matmul, h0.dtype) + (dh_pass if passes else 0.0)
+            dh0 = tf.cast(dh_matmul, h0.dtype) + dh_pass
             # dU = sum_k h_{k-1}^T d_gates_k, one matmul over all steps.
             d_gates_flat = tf.reshape(d_gates_matmul if bf16 else d_projected, (-1, 4 * units))
             h_flat = tf.reshape(h_prevs, (-1, units))

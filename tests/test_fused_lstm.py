@@ -67,13 +67,50 @@ def test_fused_cell_equals_autodiff_in_float32(module, use_mask, use_dropout, re
 
 
 @pytest.mark.parametrize("use_mask", [False, True])
-def test_fused_cell_without_a_gradient_for_the_last_h(module, use_mask):
+def test_fused_cell_without_a_loss_on_the_last_h(module, use_mask):
     case = _case(np.random.default_rng(24))
     args = dict(use_mask=use_mask, use_dropout=True, reverse=False, last_h=False)
     fused = _outputs_and_gradients(lstm_recurrence, case, fused=True, **args)
     reference = _outputs_and_gradients(lstm_recurrence_autodiff, case, **args)
     for ours, expected in zip(fused, reference):
         np.testing.assert_allclose(ours, expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("matmul_dtype", [None, "bfloat16"])
+def test_fused_cell_in_a_graph_updates_buffers_in_place_and_equals_the_reference(module, matmul_dtype):
+    # Eagerly every step copies its buffers; inside a tf.function they are updated in place
+    # (and the step's d_gates handed on as a view where aligned: B * 4H * 4 bytes here is not).
+    import tensorflow as tf
+
+    case = _case(np.random.default_rng(25), steps=6, batch=5, units=3)
+    args = dict(use_mask=True, use_dropout=True, reverse=True, matmul_dtype=matmul_dtype)
+    before = fused_lstm.copies()
+    fused = tf.function(lambda: _outputs_and_gradients(lstm_recurrence, case, fused=True, **args))()
+    assert fused_lstm.copies() == before
+    reference = _outputs_and_gradients(lstm_recurrence, case, fused=False, **args)
+    for ours, expected in zip(fused, reference):
+        np.testing.assert_allclose(ours, expected, atol=2e-5 if matmul_dtype is None else 2e-2)
+
+
+def test_an_empty_dh_pass_means_zeros(module):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(26)
+    steps, batch, units = 4, 3, 5
+    gates = tf.constant(rng.random((steps, batch, 4 * units)), tf.float32)
+    c_prevs = tf.constant(rng.normal(size=(steps, batch, units)), tf.float32)
+    state = [tf.constant(rng.normal(size=(batch, units)), tf.float32) for _ in range(2)]
+    empty = tf.zeros([0])
+
+    def backward(dh_pass):
+        return module.sketch_lstm_backward_step(
+            gates, c_prevs, 2, state[0], dh_pass, empty, state[1], tf.zeros([0], tf.bool), empty,
+            tf.zeros((steps, batch, 4 * units)), empty)
+
+    with_zeros, with_empty = backward(tf.zeros((batch, units))), backward(empty)
+    for i in (0, 2, 3):  # d_gates_k, dc_prev, d_projected
+        np.testing.assert_array_equal(with_zeros[i], with_empty[i])
+    assert with_empty[1].shape == (0,)
 
 
 def test_fused_cell_in_bfloat16_matches_the_tensorflow_op_loop(module):
@@ -169,6 +206,27 @@ def test_a_failed_build_means_a_warning_naming_the_cause(monkeypatch, tmp_path, 
         expected = "cannot write the kernel to .*a-file.*set SKETCH_RNN_KERNEL_DIR"
     with pytest.warns(UserWarning, match=expected):
         assert fused_lstm.load() is None
+
+
+def test_a_missing_source_means_a_warning(monkeypatch, tmp_path):
+    monkeypatch.setattr(fused_lstm, "_loaded", {})
+    monkeypatch.setattr(fused_lstm, "SOURCE", str(tmp_path / "missing.cc"))
+    with pytest.warns(UserWarning, match="fused LSTM kernel is off.*missing.cc"):
+        assert fused_lstm.load() is None
+
+
+def test_a_damaged_cached_kernel_is_rebuilt(tmp_path):
+    env = dict(os.environ, SKETCH_RNN_KERNEL_DIR=str(tmp_path))
+    code = "import fused_lstm; assert fused_lstm.load() is not None"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    first = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    (built,) = [path for path in tmp_path.iterdir() if path.suffix == ".so"]
+    built.write_bytes(b"not a library")
+    second = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert "compiling the fused LSTM kernel" in second.stderr
+    assert built.stat().st_size > 1000
 
 
 def test_the_kernel_is_built_once_and_cached(tmp_path):
