@@ -82,8 +82,7 @@ REGISTER_OP("SketchLstmBackwardStep")
     .Input("c_prevs: float")          // (T, B, H): the forward pass's `c_prevs`
     .Input("step: int32")             // k
     .Input("dh_matmul: T")            // (B, H): d_gates of the step after k, times U^T
-    .Input("dh_pass: float")          // (B, H): dh passed through padding from that step,
-                                      // or empty without a padding mask (always zero)
+    .Input("dh_pass: float")          // (B, H): dh passed through padding from that step
     .Input("d_hs: float")             // (T, B, H): gradient of every step's h, or empty
     .Input("dc: float")               // (B, H): gradient of c after step k
     .Input("inside: bool")
@@ -275,11 +274,7 @@ class SketchLstmBackwardStepOp : public OpKernel {
                 ShapeError("`gates` (T, B, 4H)", gates_all));
     const int64_t steps = gates_all.dim_size(0), rows = gates_all.dim_size(1);
     const int64_t n = gates_all.dim_size(2) / 4;
-    const bool passes = dh_pass.NumElements() > 0;
-    OP_REQUIRES(ctx, passes || inside.NumElements() == 0,
-                absl::InvalidArgumentError("lstm step: `dh_pass` may be empty only without `inside`"));
-    CheckShapes(ctx, steps, rows, n, inside, dropout, {&dh_matmul, &dc});
-    if (passes) CheckShapes(ctx, steps, rows, n, inside, dropout, {&dh_pass});
+    CheckShapes(ctx, steps, rows, n, inside, dropout, {&dh_matmul, &dh_pass, &dc});
     if (!ctx->status().ok()) return;
     const TensorShape sequence({steps, rows, n}), wide({steps, rows, 4 * n});
     OP_REQUIRES(ctx, c_prevs.shape() == sequence, ShapeError("`c_prevs` (T, B, H)", c_prevs));
@@ -307,14 +302,14 @@ class SketchLstmBackwardStepOp : public OpKernel {
     const float* g_data = gates_all.flat<float>().data() + k * rows * 4 * n;
     const float* c_prev_data = c_prevs.flat<float>().data() + k * rows * n;
     const T* dh_mm_data = dh_matmul.flat<T>().data();
-    const float* dh_pass_data = passes ? dh_pass.flat<float>().data() : nullptr;
+    const float* dh_pass_data = dh_pass.flat<float>().data();
     const float* d_hs_data = d_hs.NumElements() ? d_hs.flat<float>().data() + k * rows * n : nullptr;
     const float* dc_data = dc.flat<float>().data();
     const bool* inside_data = inside.NumElements() ? inside.flat<bool>().data() + k * rows : nullptr;
     const float* drop_data = dropout.NumElements() ? dropout.flat<float>().data() + k * rows * n : nullptr;
     float* dg_data = d_projected + k * rows * 4 * n;
     T* dg_mm_data = d_gates_matmul ? d_gates_matmul + k * rows * 4 * n : nullptr;
-    float* dh_pass_prev_data = passes ? dh_pass_prev->flat<float>().data() : nullptr;
+    float* dh_pass_prev_data = dh_pass_prev->flat<float>().data();
     float* dc_prev_data = dc_prev->flat<float>().data();
 
     ForEachRow(ctx, rows, 60 * 4 * n, [&](int64_t begin, int64_t end) {
@@ -323,14 +318,14 @@ class SketchLstmBackwardStepOp : public OpKernel {
       for (int64_t b = begin; b < end; ++b) {
         ConstVec<float> g(g_data + b * 4 * n, 4 * n);
         Vec<float> dg(dg_data + b * 4 * n, 4 * n);
-        Vec<float> dc_row(dc_prev_data + b * n, n);
+        Vec<float> pass_row(dh_pass_prev_data + b * n, n), dc_row(dc_prev_data + b * n, n);
         ConstVec<float> dc_in(dc_data + b * n, n), c_old(c_prev_data + b * n, n);
-        dh = ConstVec<T>(dh_mm_data + b * n, n).template cast<float>();
-        if (dh_pass_data) dh += ConstVec<float>(dh_pass_data + b * n, n);
+        dh = ConstVec<T>(dh_mm_data + b * n, n).template cast<float>() +
+             ConstVec<float>(dh_pass_data + b * n, n);
         if (d_hs_data) dh += ConstVec<float>(d_hs_data + b * n, n);
         if (inside_data && !inside_data[b]) {  // padding: dh and dc pass through to the step before
           dg.setZero();
-          Vec<float>(dh_pass_prev_data + b * n, n) = dh;
+          pass_row = dh;
           dc_row = dc_in;
         } else {
           auto i = g.segment(0, n), f = g.segment(n, n), cand = g.segment(2 * n, n),
@@ -355,7 +350,7 @@ class SketchLstmBackwardStepOp : public OpKernel {
           }
           dg.segment(n, n) = dc_row * c_old * f * (1 - f);
           dg.segment(3 * n, n) = dh * tanh_c * o * (1 - o);
-          if (dh_pass_prev_data) Vec<float>(dh_pass_prev_data + b * n, n).setZero();
+          pass_row.setZero();
           dc_row *= f;
         }
         if (dg_mm_data) Vec<T>(dg_mm_data + b * 4 * n, 4 * n) = dg.template cast<T>();
