@@ -150,25 +150,16 @@ def _cpu_fingerprint():
 # The recurrence
 # ---------------------------------------------------------------------------------------
 
-_RECURRENCES = {}
-
-
-def recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
-    """The function (projected, recurrent_kernel, h0, c0, [step_mask], [dropout]) ->
-    (hs, h_T, c_T) with the arguments and results of `seq2seqVAE.lstm_recurrence`."""
-    key = (has_mask, has_dropout, reverse, matmul_dtype)
-    if key not in _RECURRENCES:
-        _RECURRENCES[key] = _make_recurrence(module, *key)
-    return _RECURRENCES[key]
-
-
 def copies():
     """How many times the ops could not update a sequence buffer in place (and copied it)."""
     module = load()
     return 0 if module is None else int(module.sketch_lstm_copies())
 
 
-def _make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
+def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
+    """The function (projected, recurrent_kernel, h0, c0, [step_mask], [dropout]) ->
+    (hs, h_T, c_T) with the arguments and results of `seq2seqVAE.lstm_recurrence`, on the
+    ops of `module` (from `load()`)."""
     import tensorflow as tf
 
     mm_dtype = tf.as_dtype(matmul_dtype or "float32")

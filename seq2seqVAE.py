@@ -483,12 +483,11 @@ def lstm_recurrence(projected, recurrent_kernel, h0, c0, step_mask=None, dropout
     key = (step_mask is not None, dropout is not None, reverse, matmul_dtype)
     # Not converted by AutoGraph when called inside a tf.function: it may run the compiler.
     module = tf.autograph.experimental.do_not_convert(fused_lstm.load)() if fused else None
-    if module is not None:
-        function = fused_lstm.recurrence(module, *key)
-    else:
-        if key not in _RECURRENCES:
-            _RECURRENCES[key] = _make_tf_recurrence(*key)
-        function = _RECURRENCES[key]
+    variant = (module is not None, *key)
+    if variant not in _RECURRENCES:  # one function per variant, built once
+        make = functools.partial(fused_lstm.make_recurrence, module) if module else _make_tf_recurrence
+        _RECURRENCES[variant] = make(*key)
+    function = _RECURRENCES[variant]
 
     # A tensor, not the variable: tf.custom_gradient would otherwise want variable gradients.
     kernel = tf.identity(ops.convert_to_tensor(recurrent_kernel))
