@@ -174,6 +174,16 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
         inside = extra[0] if has_mask else tf.zeros([0], tf.bool)  # (T, B, 1) bool
         dropout = extra[-1] if has_dropout else no_tensor  # (T, B, H)
         kernel = tf.cast(recurrent_kernel, mm_dtype)
+        if has_mask:
+            # Step k computes rows 0 .. active[k] - 1: up to the last row inside a sketch there
+            # (with the longest sketches first, as SketchLSTM sorts them, only those rows).
+            inside_rows = tf.where(tf.reshape(inside, (steps, batch)), tf.range(1, batch + 1), 0)
+            active = tf.reduce_max(tf.concat([inside_rows, tf.zeros((steps, 1), tf.int32)], 1), axis=1)
+        else:
+            active = tf.zeros([0], tf.int32)
+
+        def rows_at(k):  # the rows the matmul of step k needs
+            return active[k] if has_mask else batch
 
         def empty(width, dtype=projected.dtype):  # a sequence buffer the loop fills, step by step
             return tf.raw_ops.Empty(shape=tf.stack([steps, batch, width]), dtype=dtype)
@@ -183,30 +193,39 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
         def body(t, h, h_matmul, c, *buffers):
             k = steps - 1 - t if reverse else t
             h, h_matmul, c, *buffers = module.sketch_lstm_forward_step(
-                projected, k, tf.matmul(h_matmul, kernel), h, c, inside, dropout, *buffers)
+                projected, k, tf.matmul(h_matmul, kernel), h, c, inside, dropout, active, *buffers,
+                reverse=reverse)
             return (t + 1, h, h_matmul, c, *buffers)
 
-        start = (0, h0, tf.cast(h0, mm_dtype), c0, empty(units), empty(units), empty(4 * units),
-                 empty(units, mm_dtype))
+        first = steps - 1 if reverse else 0
+        start = (0, h0, tf.cast(h0, mm_dtype)[:rows_at(first)], c0, empty(units), empty(units),
+                 empty(4 * units), empty(units, mm_dtype))
         _, h, _, c, hs, c_prevs, gates, h_prevs = tf.while_loop(
-            lambda t, *_: t < steps, body, start, maximum_iterations=steps)
+            lambda t, *_: t < steps, body, start, maximum_iterations=steps,
+            shape_invariants=_invariants(start, h_matmul=2))
 
         def grad(d_hs, d_h, d_c):
-            dh_pass = tf.zeros_like(h0) if d_h is None else d_h  # through padding rows
-            d_c = tf.zeros_like(c0) if d_c is None else d_c
+            # Dense: a gather of the rows (SketchLSTM's sort) sends back IndexedSlices.
+            dh_pass = tf.zeros_like(h0) if d_h is None else tf.convert_to_tensor(d_h)  # through padding rows
+            d_c = tf.zeros_like(c0) if d_c is None else tf.convert_to_tensor(d_c)
+            d_hs = None if d_hs is None else tf.convert_to_tensor(d_hs)
             kernel_t = tf.cast(tf.transpose(recurrent_kernel), mm_dtype)
 
             def back(i, dh_matmul, dh_pass, dc, d_projected, d_gates_matmul):
                 k = i if reverse else steps - 1 - i  # the forward loop's steps, last first
                 d_gates_k, dh_pass, dc, d_projected, d_gates_matmul = module.sketch_lstm_backward_step(
                     gates, c_prevs, k, dh_matmul, dh_pass, no_tensor if d_hs is None else d_hs, dc,
-                    inside, dropout, d_projected, d_gates_matmul)
+                    inside, dropout, active, d_projected, d_gates_matmul)
                 return i + 1, tf.matmul(d_gates_k, kernel_t), dh_pass, dc, d_projected, d_gates_matmul
 
-            start = (0, tf.zeros_like(h0, mm_dtype), dh_pass, d_c, empty(4 * units),
+            # No gradient through U into the last step: a matmul result of no rows.
+            start = (0, tf.zeros((0, units), mm_dtype), dh_pass, d_c, empty(4 * units),
                      empty(4 * units, mm_dtype) if bf16 else tf.zeros([0], mm_dtype))
             _, dh_matmul, dh_pass, dc0, d_projected, d_gates_matmul = tf.while_loop(
-                lambda i, *_: i < steps, back, start, maximum_iterations=steps)
+                lambda i, *_: i < steps, back, start, maximum_iterations=steps,
+                shape_invariants=_invariants(start, dh_matmul=1))
+            # The first step's active rows got a gradient through U; the others pass through.
+            dh_matmul = tf.pad(dh_matmul, [[0, batch - tf.shape(dh_matmul)[0]], [0, 0]])
             dh0 = tf.cast(dh_matmul, h0.dtype) + dh_pass
             # dU = sum_k h_{k-1}^T d_gates_k, one matmul over all steps.
             d_gates_flat = tf.reshape(d_gates_matmul if bf16 else d_projected, (-1, 4 * units))
@@ -217,3 +236,14 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
         return (hs, h, c), grad
 
     return recurrence
+
+
+def _invariants(loop_vars, **varying):
+    """Shape invariants of a while loop's variables: the position given by each keyword's
+    value (in `varying`) may change its number of rows from one step to the next."""
+    import tensorflow as tf
+
+    shapes = [tf.TensorShape(tf.convert_to_tensor(v).shape) for v in loop_vars]
+    for position in varying.values():
+        shapes[position] = tf.TensorShape([None]).concatenate(shapes[position][1:])
+    return tuple(shapes)

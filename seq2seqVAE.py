@@ -286,6 +286,22 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
         return (outputs, h, c) if self.return_sequences else (h, c)
 
     def _loop(self, inputs, constant, initial_state, mask, use_dropout):
+        if mask is None:
+            return self._run_loop(inputs, constant, initial_state, mask, use_dropout)
+        # Longest sequences first: then the rows still inside a sequence at any step come
+        # first, and the fused recurrence multiplies only those (padding is half the steps of
+        # a typical batch). The result is the same in any order; the dropout masks are drawn
+        # for the sorted rows.
+        mask = ops.cast(mask, "bool")
+        order = ops.argsort(-ops.sum(ops.cast(mask, "int32"), axis=1))
+        rows = functools.partial(ops.take, indices=order, axis=0)
+        outputs, h, c = self._run_loop(
+            rows(inputs), None if constant is None else rows(constant),
+            [rows(state) for state in initial_state], rows(mask), use_dropout)
+        restore = functools.partial(ops.take, indices=ops.argsort(order), axis=0)
+        return None if outputs is None else restore(outputs), restore(h), restore(c)
+
+    def _run_loop(self, inputs, constant, initial_state, mask, use_dropout):
         input_dim = inputs.shape[-1]
         # The input projection of every step in one matmul, time-major: (T, B, 4H). The
         # inputs are transposed, not the projection, which is 4H / D times larger.
@@ -530,8 +546,10 @@ def _make_tf_recurrence(has_mask, has_dropout, reverse, matmul_dtype):
         hs, cs, sigmoids = hs.stack(), cs.stack(), sigmoids.stack()
 
         def grad(d_hs, d_h, d_c):
-            d_h = tf.zeros_like(h0) if d_h is None else d_h
-            d_c = tf.zeros_like(c0) if d_c is None else d_c
+            # Dense: a gather of the rows (SketchLSTM's sort) sends back IndexedSlices.
+            d_h = tf.zeros_like(h0) if d_h is None else tf.convert_to_tensor(d_h)
+            d_c = tf.zeros_like(c0) if d_c is None else tf.convert_to_tensor(d_c)
+            d_hs = None if d_hs is None else tf.convert_to_tensor(d_hs)
             # The state each step started from: the previous step's output, or h0 / c0.
             if reverse:
                 h_prev, c_prev = tf.concat([hs[1:], h0[None]], 0), tf.concat([cs[1:], c0[None]], 0)

@@ -21,6 +21,12 @@
 // Layouts: T steps, B rows (sketches), H units, gates in the Keras order i, f, c (the
 // candidate), o. `inside` is (T, B) or (T, B, 1) bool, or empty for "every row is inside the
 // sketch"; `dropout` is (T, B, H), already divided by the keep probability, or empty for none.
+//
+// Padding costs no matmul rows: with `active` (T,), step k multiplies only its first
+// active[k] rows (the recurrence sorts the sketches longest first, so these are the rows
+// still inside a sketch there); the forward op hands on h as a view of the next step's active
+// rows, the backward op step k's d_gates as a view of its active rows, and rows past those
+// pass their state (or gradient) through unchanged, as padding rows do.
 
 #include <atomic>
 #include <cstdint>
@@ -36,6 +42,7 @@
 
 namespace sketch_rnn {
 
+using tensorflow::DataTypeToEnum;
 using tensorflow::DEVICE_CPU;
 using tensorflow::OpKernel;
 using tensorflow::OpKernelConstruction;
@@ -59,21 +66,25 @@ REGISTER_OP("SketchLstmForwardStep")
     .Input("c_prev: float")     // (B, H)
     .Input("inside: bool")
     .Input("dropout: float")
+    .Input("active: int32")     // (T,): rows that may be inside at each step, or empty
     .Input("hs: float")         // (T, B, H): h after each step; step k is written
     .Input("c_prevs: float")    // (T, B, H): c before each step; step k is written
     .Input("gates: float")      // (T, B, 4H): i, f, tanh(candidate), o after activation
     .Input("h_prevs: T")        // (T, B, H): h before each step, in the matmul's dtype
     .Output("h: float")         // (B, H)
-    .Output("h_matmul: T")      // h in the matmul's dtype, for the next step
+    .Output("h_matmul: T")      // h in the matmul's dtype, the next step's active rows
     .Output("c: float")         // (B, H)
     .Output("hs_out: float")
     .Output("c_prevs_out: float")
     .Output("gates_out: float")
     .Output("h_prevs_out: T")
     .Attr("T: {float, bfloat16}")
+    .Attr("reverse: bool = false")  // the loop runs k = T-1 .. 0: the next step is k - 1
     .SetShapeFn([](InferenceContext* c) {
-      for (int i = 0; i < 3; ++i) c->set_output(i, c->input(3));
-      for (int i = 0; i < 4; ++i) c->set_output(3 + i, c->input(7 + i));
+      c->set_output(0, c->input(3));
+      c->set_output(1, c->Matrix(c->UnknownDim(), c->Dim(c->input(3), 1)));
+      c->set_output(2, c->input(3));
+      for (int i = 0; i < 4; ++i) c->set_output(3 + i, c->input(8 + i));
       return absl::OkStatus();
     });
 
@@ -81,26 +92,27 @@ REGISTER_OP("SketchLstmBackwardStep")
     .Input("gates: float")            // (T, B, 4H): the forward pass's `gates`
     .Input("c_prevs: float")          // (T, B, H): the forward pass's `c_prevs`
     .Input("step: int32")             // k
-    .Input("dh_matmul: T")            // (B, H): d_gates of the step after k, times U^T
+    .Input("dh_matmul: T")            // (m, H), m <= B: d_gates of the step after k, times U^T
     .Input("dh_pass: float")          // (B, H): dh passed through padding from that step
     .Input("d_hs: float")             // (T, B, H): gradient of every step's h, or empty
     .Input("dc: float")               // (B, H): gradient of c after step k
     .Input("inside: bool")
     .Input("dropout: float")
+    .Input("active: int32")           // (T,) or empty, as in the forward op
     .Input("d_projected: float")      // (T, B, 4H): d_gates of each step; step k is written
     .Input("d_gates_matmul: T")       // the same in the matmul's dtype (bf16), or empty
-    .Output("d_gates_k: T")           // (B, 4H): step k's d_gates in the matmul's dtype
+    .Output("d_gates_k: T")           // (active[k], 4H): step k's d_gates in the matmul's dtype
     .Output("dh_pass_prev: float")    // (B, H): dh passed through step k (padding rows)
     .Output("dc_prev: float")         // (B, H): gradient of c before step k
     .Output("d_projected_out: float")
     .Output("d_gates_matmul_out: T")
     .Attr("T: {float, bfloat16}")
     .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->Matrix(c->Dim(c->input(0), 1), c->Dim(c->input(0), 2)));
+      c->set_output(0, c->Matrix(c->UnknownDim(), c->Dim(c->input(0), 2)));
       c->set_output(1, c->input(4));
       c->set_output(2, c->input(4));
-      c->set_output(3, c->input(9));
-      c->set_output(4, c->input(10));
+      c->set_output(3, c->input(10));
+      c->set_output(4, c->input(11));
       return absl::OkStatus();
     });
 
@@ -118,8 +130,8 @@ absl::Status ShapeError(const std::string& what, const Tensor& got) {
 }
 
 // Checks the shapes shared by both ops; sets the op's error if they are wrong.
-void CheckShapes(OpKernelContext* ctx, int64_t steps, int64_t rows, int64_t units,
-                 const Tensor& inside, const Tensor& dropout, const std::vector<const Tensor*>& state) {
+void CheckShapes(OpKernelContext* ctx, int64_t steps, int64_t rows, int64_t units, const Tensor& inside,
+                 const Tensor& dropout, const Tensor& active, const std::vector<const Tensor*>& state) {
   for (const Tensor* t : state) {
     OP_REQUIRES(ctx, t->dims() == 2 && t->dim_size(0) == rows && t->dim_size(1) == units,
                 ShapeError("a state (B, H) = (" + std::to_string(rows) + ", " + std::to_string(units) + ")",
@@ -129,6 +141,8 @@ void CheckShapes(OpKernelContext* ctx, int64_t steps, int64_t rows, int64_t unit
               ShapeError("`inside` with T * B elements or none", inside));
   OP_REQUIRES(ctx, dropout.NumElements() == 0 || dropout.NumElements() == steps * rows * units,
               ShapeError("`dropout` (T, B, H) or empty", dropout));
+  OP_REQUIRES(ctx, active.NumElements() == 0 || (active.NumElements() == steps && inside.NumElements() > 0),
+              ShapeError("`active` (T,) with `inside`, or empty", active));
 }
 
 // The sequence buffer at `input` as output `output`, in place where TensorFlow allows it.
@@ -170,12 +184,33 @@ int64_t CheckedStep(OpKernelContext* ctx, int input, int64_t steps) {
   return k;
 }
 
+// How many leading rows step k computes: active[k], or every row. Rows from there on must be
+// padding at step k; the recurrence sorts sketches longest first so that they are.
+int64_t ActiveRows(OpKernelContext* ctx, const Tensor& active, int64_t k, int64_t rows) {
+  if (active.NumElements() == 0 || k < 0 || k >= active.NumElements()) return rows;
+  const int64_t n = active.flat<int32_t>()(k);
+  if (n < 0 || n > rows) {
+    ctx->SetStatus(absl::InvalidArgumentError("lstm step: active[" + std::to_string(k) + "] = " +
+                                              std::to_string(n) + " is outside 0.." + std::to_string(rows)));
+    return 0;
+  }
+  return n;
+}
+
+absl::Status InsideBeyondActive(int64_t k, int64_t m) {
+  return absl::InvalidArgumentError("lstm step: a row from " + std::to_string(m) + " on is inside the "
+                                    "sequence at step " + std::to_string(k) + ", but only " +
+                                    std::to_string(m) + " rows are active there");
+}
+
 }  // namespace
 
 template <typename T>
 class SketchLstmForwardStepOp : public OpKernel {
  public:
-  explicit SketchLstmForwardStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit SketchLstmForwardStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("reverse", &reverse_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& projected = ctx->input(0);
@@ -184,30 +219,36 @@ class SketchLstmForwardStepOp : public OpKernel {
     const Tensor& c_prev = ctx->input(4);
     const Tensor& inside = ctx->input(5);
     const Tensor& dropout = ctx->input(6);
+    const Tensor& active = ctx->input(7);
     OP_REQUIRES(ctx, projected.dims() == 3 && projected.dim_size(2) % 4 == 0,
                 ShapeError("`projected` (T, B, 4H)", projected));
     const int64_t steps = projected.dim_size(0), rows = projected.dim_size(1);
     const int64_t n = projected.dim_size(2) / 4;
-    CheckShapes(ctx, steps, rows, n, inside, dropout, {&h_prev, &c_prev});
+    CheckShapes(ctx, steps, rows, n, inside, dropout, active, {&h_prev, &c_prev});
     if (!ctx->status().ok()) return;
-    OP_REQUIRES(ctx, recurrent.dims() == 2 && recurrent.dim_size(0) == rows && recurrent.dim_size(1) == 4 * n,
-                ShapeError("`recurrent` (B, 4H)", recurrent));
+    // h_{k-1} U for the step's active rows (all of them without `active`).
+    OP_REQUIRES(ctx, recurrent.dims() == 2 && recurrent.dim_size(1) == 4 * n &&
+                         (active.NumElements() ? recurrent.dim_size(0) <= rows : recurrent.dim_size(0) == rows),
+                ShapeError("`recurrent` (B, 4H), or (m <= B, 4H) with `active`", recurrent));
     const TensorShape sequence({steps, rows, n}), wide({steps, rows, 4 * n});
-    for (int i : {7, 8, 10}) {
+    for (int i : {8, 9, 11}) {
       OP_REQUIRES(ctx, ctx->input(i).shape() == sequence, ShapeError("(T, B, H)", ctx->input(i)));
     }
-    OP_REQUIRES(ctx, ctx->input(9).shape() == wide, ShapeError("`gates` (T, B, 4H)", ctx->input(9)));
+    OP_REQUIRES(ctx, ctx->input(10).shape() == wide, ShapeError("`gates` (T, B, 4H)", ctx->input(10)));
     const int64_t k = CheckedStep(ctx, 1, steps);
     if (!ctx->status().ok()) return;
+    const int64_t m = recurrent.dim_size(0);
+    const int64_t next_rows = ActiveRows(ctx, active, reverse_ ? k - 1 : k + 1, rows);
+    if (!ctx->status().ok()) return;
 
-    Tensor *h = nullptr, *h_matmul_tensor = nullptr, *c = nullptr;
+    Tensor *h = nullptr, *c = nullptr, h_matmul_tensor;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, h_prev.shape(), &h));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h_prev.shape(), &h_matmul_tensor));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(DataTypeToEnum<T>::value, h_prev.shape(), &h_matmul_tensor));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, h_prev.shape(), &c));
-    float* hs = InPlace<float>(ctx, 7, 3);
-    float* c_prevs = InPlace<float>(ctx, 8, 4);
-    float* gates = InPlace<float>(ctx, 9, 5);
-    T* h_prevs = InPlace<T>(ctx, 10, 6);
+    float* hs = InPlace<float>(ctx, 8, 3);
+    float* c_prevs = InPlace<float>(ctx, 9, 4);
+    float* gates = InPlace<float>(ctx, 10, 5);
+    T* h_prevs = InPlace<T>(ctx, 11, 6);
     if (!ctx->status().ok()) return;
 
     const float* p_data = projected.flat<float>().data() + k * rows * 4 * n;
@@ -217,25 +258,28 @@ class SketchLstmForwardStepOp : public OpKernel {
     const bool* inside_data = inside.NumElements() ? inside.flat<bool>().data() + k * rows : nullptr;
     const float* drop_data = dropout.NumElements() ? dropout.flat<float>().data() + k * rows * n : nullptr;
     float* h_data = h->flat<float>().data();
-    T* h_matmul = h_matmul_tensor->flat<T>().data();
+    T* h_matmul = h_matmul_tensor.flat<T>().data();
     float* c_data = c->flat<float>().data();
     hs += k * rows * n;
     c_prevs += k * rows * n;
     gates += k * rows * 4 * n;
     h_prevs += k * rows * n;
+    std::atomic<bool> misplaced{false};
 
     ForEachRow(ctx, rows, 40 * 4 * n, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        Vec<float> g(gates + b * 4 * n, 4 * n);
         Vec<float> h_row(h_data + b * n, n), c_row(c_data + b * n, n);
         ConstVec<float> c_old(c_prev_data + b * n, n), h_old(h_prev_data + b * n, n);
-        Vec<float>(c_prevs + b * n, n) = c_old;
+        // h_{k-1} for dU = sum_k h_{k-1}^T d_gates_k; on padding d_gates is 0, h must be finite.
         Vec<T>(h_prevs + b * n, n) = h_old.template cast<T>();
-        if (inside_data && !inside_data[b]) {  // padding: the state passes through
-          g.setZero();
-          h_row = h_old;
+        const bool is_inside = !inside_data || inside_data[b];
+        if (is_inside && b >= m) misplaced = true;
+        if (!is_inside || b >= m) {  // padding: the state passes through; the backward pass
+          h_row = h_old;             // reads neither the gates nor c_prev of this row
           c_row = c_old;
         } else {
+          Vec<float> g(gates + b * 4 * n, 4 * n);
+          Vec<float>(c_prevs + b * n, n) = c_old;
           g = ConstVec<float>(p_data + b * 4 * n, 4 * n) +
               ConstVec<T>(r_data + b * 4 * n, 4 * n).template cast<float>();
           g.segment(0, 2 * n) = g.segment(0, 2 * n).logistic();
@@ -250,10 +294,16 @@ class SketchLstmForwardStepOp : public OpKernel {
           h_row = g.segment(3 * n, n) * c_row.tanh();
         }
         Vec<float>(hs + b * n, n) = h_row;
-        Vec<T>(h_matmul + b * n, n) = h_row.template cast<T>();
+        if (b < next_rows) Vec<T>(h_matmul + b * n, n) = h_row.template cast<T>();
       }
     });
+    OP_REQUIRES(ctx, !misplaced, InsideBeyondActive(k, m));
+    // The next step multiplies only its active rows: the leading rows of h, a view.
+    ctx->set_output(1, h_matmul_tensor.Slice(0, next_rows));
   }
+
+ private:
+  bool reverse_ = false;
 };
 
 template <typename T>
@@ -270,33 +320,39 @@ class SketchLstmBackwardStepOp : public OpKernel {
     const Tensor& dc = ctx->input(6);
     const Tensor& inside = ctx->input(7);
     const Tensor& dropout = ctx->input(8);
+    const Tensor& active = ctx->input(9);
     OP_REQUIRES(ctx, gates_all.dims() == 3 && gates_all.dim_size(2) % 4 == 0,
                 ShapeError("`gates` (T, B, 4H)", gates_all));
     const int64_t steps = gates_all.dim_size(0), rows = gates_all.dim_size(1);
     const int64_t n = gates_all.dim_size(2) / 4;
-    CheckShapes(ctx, steps, rows, n, inside, dropout, {&dh_matmul, &dh_pass, &dc});
+    CheckShapes(ctx, steps, rows, n, inside, dropout, active, {&dh_pass, &dc});
     if (!ctx->status().ok()) return;
+    OP_REQUIRES(ctx, dh_matmul.dims() == 2 && dh_matmul.dim_size(0) <= rows && dh_matmul.dim_size(1) == n,
+                ShapeError("`dh_matmul` (m <= B, H)", dh_matmul));
     const TensorShape sequence({steps, rows, n}), wide({steps, rows, 4 * n});
     OP_REQUIRES(ctx, c_prevs.shape() == sequence, ShapeError("`c_prevs` (T, B, H)", c_prevs));
     OP_REQUIRES(ctx, d_hs.NumElements() == 0 || d_hs.shape() == sequence,
                 ShapeError("`d_hs` (T, B, H) or empty", d_hs));
-    OP_REQUIRES(ctx, ctx->input(9).shape() == wide, ShapeError("`d_projected` (T, B, 4H)", ctx->input(9)));
+    OP_REQUIRES(ctx, ctx->input(10).shape() == wide, ShapeError("`d_projected` (T, B, 4H)", ctx->input(10)));
     constexpr bool kSeparate = !std::is_same_v<T, float>;  // bf16 needs its own copy of d_gates
-    OP_REQUIRES(ctx, kSeparate ? ctx->input(10).shape() == wide : ctx->input(10).NumElements() == 0,
+    OP_REQUIRES(ctx, kSeparate ? ctx->input(11).shape() == wide : ctx->input(11).NumElements() == 0,
                 ShapeError(kSeparate ? "`d_gates_matmul` (T, B, 4H)" : "empty `d_gates_matmul`",
-                           ctx->input(10)));
+                           ctx->input(11)));
     const int64_t k = CheckedStep(ctx, 2, steps);
+    if (!ctx->status().ok()) return;
+    const int64_t m = dh_matmul.dim_size(0);  // rows from m on get no gradient through U
+    const int64_t active_rows = ActiveRows(ctx, active, k, rows);
     if (!ctx->status().ok()) return;
 
     Tensor *dh_pass_prev = nullptr, *dc_prev = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, dh_pass.shape(), &dh_pass_prev));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, dc.shape(), &dc_prev));
-    float* d_projected = InPlace<float>(ctx, 9, 3);
+    float* d_projected = InPlace<float>(ctx, 10, 3);
     T* d_gates_matmul = nullptr;
     if constexpr (kSeparate) {
-      d_gates_matmul = InPlace<T>(ctx, 10, 4);
+      d_gates_matmul = InPlace<T>(ctx, 11, 4);
     } else {
-      ctx->set_output(4, ctx->input(10));
+      ctx->set_output(4, ctx->input(11));
     }
     if (!ctx->status().ok()) return;
     const float* g_data = gates_all.flat<float>().data() + k * rows * 4 * n;
@@ -311,23 +367,26 @@ class SketchLstmBackwardStepOp : public OpKernel {
     T* dg_mm_data = d_gates_matmul ? d_gates_matmul + k * rows * 4 * n : nullptr;
     float* dh_pass_prev_data = dh_pass_prev->flat<float>().data();
     float* dc_prev_data = dc_prev->flat<float>().data();
+    std::atomic<bool> misplaced{false};
 
     ForEachRow(ctx, rows, 60 * 4 * n, [&](int64_t begin, int64_t end) {
       std::vector<float> scratch(3 * n);
       Vec<float> dh(scratch.data(), n), c(scratch.data() + n, n), tanh_c(scratch.data() + 2 * n, n);
       for (int64_t b = begin; b < end; ++b) {
-        ConstVec<float> g(g_data + b * 4 * n, 4 * n);
         Vec<float> dg(dg_data + b * 4 * n, 4 * n);
         Vec<float> pass_row(dh_pass_prev_data + b * n, n), dc_row(dc_prev_data + b * n, n);
-        ConstVec<float> dc_in(dc_data + b * n, n), c_old(c_prev_data + b * n, n);
-        dh = ConstVec<T>(dh_mm_data + b * n, n).template cast<float>() +
-             ConstVec<float>(dh_pass_data + b * n, n);
+        ConstVec<float> dc_in(dc_data + b * n, n);
+        dh = ConstVec<float>(dh_pass_data + b * n, n);
+        if (b < m) dh += ConstVec<T>(dh_mm_data + b * n, n).template cast<float>();
         if (d_hs_data) dh += ConstVec<float>(d_hs_data + b * n, n);
-        if (inside_data && !inside_data[b]) {  // padding: dh and dc pass through to the step before
+        const bool is_inside = !inside_data || inside_data[b];
+        if (is_inside && b >= active_rows) misplaced = true;
+        if (!is_inside || b >= active_rows) {  // padding: dh and dc pass through to the step before
           dg.setZero();
           pass_row = dh;
           dc_row = dc_in;
         } else {
+          ConstVec<float> g(g_data + b * 4 * n, 4 * n), c_old(c_prev_data + b * n, n);
           auto i = g.segment(0, n), f = g.segment(n, n), cand = g.segment(2 * n, n),
                o = g.segment(3 * n, n);
           // c after the step, recomputed as the forward op computed it.
@@ -356,17 +415,19 @@ class SketchLstmBackwardStepOp : public OpKernel {
         if (dg_mm_data) Vec<T>(dg_mm_data + b * 4 * n, 4 * n) = dg.template cast<T>();
       }
     });
-    // Step k's d_gates for the next matmul: a view of the buffer it was written to, or a copy
-    // where that view would not be aligned as TensorFlow's kernels require.
-    const Tensor source = ctx->mutable_output(kSeparate ? 4 : 3)->SubSlice(k);
+    OP_REQUIRES(ctx, !misplaced, InsideBeyondActive(k, active_rows));
+    // Step k's d_gates of the active rows for the next matmul (the rows after them are zero):
+    // a view of the buffer they were written to, or a copy where that view would not be
+    // aligned as TensorFlow's kernels require.
+    const Tensor source = ctx->mutable_output(kSeparate ? 4 : 3)->SubSlice(k).Slice(0, active_rows);
     if (reinterpret_cast<uintptr_t>(source.data()) % EIGEN_MAX_ALIGN_BYTES == 0) {
       Tensor d_gates_k;
-      OP_REQUIRES(ctx, d_gates_k.CopyFrom(source, TensorShape({rows, 4 * n})),
+      OP_REQUIRES(ctx, d_gates_k.CopyFrom(source, TensorShape({active_rows, 4 * n})),
                   absl::InternalError("lstm step: could not view step k's d_gates"));
       ctx->set_output(0, d_gates_k);
     } else {
       Tensor* d_gates_k = nullptr;
-      OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({rows, 4 * n}), &d_gates_k));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({active_rows, 4 * n}), &d_gates_k));
       std::memcpy(d_gates_k->data(), source.data(), source.TotalBytes());
     }
   }

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import fused_lstm
-from seq2seqVAE import HParams, build_model, compile_model, lstm_recurrence, lstm_recurrence_autodiff
+from seq2seqVAE import (HParams, SketchLSTM, build_model, compile_model, lstm_recurrence,
+                        lstm_recurrence_autodiff)
 
 TINY = "enc_rnn_size=8,dec_rnn_size=16,z_size=4,num_mixture=3,max_seq_len=12,batch_size=3"
 
@@ -109,10 +110,12 @@ def test_fused_cell_in_bfloat16_matches_the_tensorflow_op_loop(module):
 def test_the_ops_name_a_bad_shape(module):
     import tensorflow as tf
 
-    def forward(projected, h, buffers, inside=None, step=0):
+    def forward(projected, h, buffers, inside=None, step=0, active=None, rows=None):
         inside = tf.zeros([0], tf.bool) if inside is None else inside
-        return module.sketch_lstm_forward_step(projected, step, tf.zeros(projected.shape[1:]), h, h,
-                                               inside, tf.zeros([0]), *buffers)
+        active = tf.zeros([0], tf.int32) if active is None else active
+        recurrent = tf.zeros((projected.shape[1] if rows is None else rows, projected.shape[2]))
+        return module.sketch_lstm_forward_step(projected, step, recurrent, h, h, inside, tf.zeros([0]),
+                                               active, *buffers)
 
     projected, h = tf.zeros((3, 2, 16)), tf.zeros((2, 4))
     buffers = [tf.zeros((3, 2, 4)), tf.zeros((3, 2, 4)), tf.zeros((3, 2, 16)), tf.zeros((3, 2, 4))]
@@ -123,6 +126,79 @@ def test_the_ops_name_a_bad_shape(module):
         forward(projected, h, buffers, inside=tf.zeros([5], tf.bool))
     with pytest.raises(tf.errors.InvalidArgumentError, match="step 3 is outside 0..2"):
         forward(projected, h, buffers, step=3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`active` \\(T,\\) with `inside`"):
+        forward(projected, h, buffers, active=tf.constant([2, 2, 2]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`recurrent` \\(B, 4H\\)"):
+        forward(projected, h, buffers, rows=1)  # fewer rows, but no `active`
+
+    inside = tf.constant([[True, True], [True, False], [False, False]])
+    h_matmul = forward(projected, h, buffers, inside=inside, active=tf.constant([2, 1, 0]))[1]
+    assert h_matmul.shape == (1, 4)  # handed on: the next step's one active row
+    with pytest.raises(tf.errors.InvalidArgumentError, match="active\\[1\\] = 3 is outside 0..2"):
+        forward(projected, h, buffers, inside=inside, active=tf.constant([2, 3, 0]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="inside the sequence at step 0, but only 1 rows"):
+        forward(projected, h, buffers, inside=inside, active=tf.constant([1, 1, 0]), rows=1)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("matmul_dtype", [None, "bfloat16"])
+def test_steps_with_few_or_no_rows_inside(module, reverse, matmul_dtype):
+    # Rows in no order, steps where one row is inside and steps where none is: each step
+    # multiplies only the rows up to its last one inside, and the result is unchanged.
+    import tensorflow as tf
+
+    case = _case(np.random.default_rng(26), steps=9, batch=5, units=4)
+    lengths = np.array([2, 6, 0, 3, 6])
+    case["mask"] = tf.constant((np.arange(9)[:, None] < lengths)[..., None])
+    args = dict(use_mask=True, use_dropout=True, reverse=reverse)
+    fused = tf.function(lambda: _outputs_and_gradients(
+        lstm_recurrence, case, fused=True, matmul_dtype=matmul_dtype, **args))()
+    if matmul_dtype is None:
+        reference = _outputs_and_gradients(lstm_recurrence_autodiff, case, **args)
+    else:  # the TF-op loop rounds at the same points
+        reference = _outputs_and_gradients(lstm_recurrence, case, fused=False, matmul_dtype=matmul_dtype, **args)
+    names = ["hs", "h", "c", "d_projected", "d_kernel", "d_h0", "d_c0"]
+    for name, ours, expected in zip(names, fused, reference):
+        np.testing.assert_allclose(ours, expected, atol=2e-5 if matmul_dtype is None else 2e-3, err_msg=name)
+
+
+@pytest.mark.parametrize("backwards", [False, True])
+def test_a_masked_layer_sorts_its_rows_and_returns_them_in_order(module, backwards):
+    # SketchLSTM sorts a masked batch longest first for the fused recurrence; each sketch
+    # must still get its own result, as Keras's LSTM run on that sketch alone.
+    import tensorflow as tf
+
+    rng = np.random.default_rng(27)
+    x = rng.normal(size=(4, 8, 3)).astype(np.float32)
+    h0, c0 = (rng.normal(size=(4, 5)).astype(np.float32) for _ in range(2))
+    lengths = [3, 7, 3, 5]
+    mask = np.arange(8)[None] < np.array(lengths)[:, None]
+    ours = SketchLSTM(5, go_backwards=backwards, return_sequences=True, fused_cell=True)
+    reference = keras.layers.LSTM(5, go_backwards=backwards, return_sequences=True, return_state=True)
+    ours(x)
+    reference(x)
+    reference.set_weights(ours.get_weights())
+    outputs, h, c = ours(x, initial_state=[h0, c0], step_mask=mask)
+    for i, length in enumerate(lengths):
+        expected, expected_h, expected_c = reference(x[i:i + 1, :length], initial_state=[h0[i:i + 1], c0[i:i + 1]])
+        if backwards:  # Keras returns the reversed sequence's outputs in processing order
+            expected = expected[:, ::-1]
+        np.testing.assert_allclose(outputs[i, :length], expected[0], atol=1e-5)
+        np.testing.assert_allclose(h[i], expected_h[0], atol=1e-5)
+        np.testing.assert_allclose(c[i], expected_c[0], atol=1e-5)
+    # And the gradients are those of the unfused, autodiff layer.
+    unfused = SketchLSTM(5, go_backwards=backwards, return_sequences=True, custom_gradient=False)
+    unfused(x)
+    unfused.set_weights(ours.get_weights())
+    weights = rng.normal(size=(4, 8, 5)).astype(np.float32)
+    grads = []
+    for layer in (ours, unfused):
+        with tf.GradientTape() as tape:
+            outputs, h, c = layer(x, initial_state=[h0, c0], step_mask=mask)
+            loss = tf.reduce_sum(outputs * weights) + tf.reduce_sum(h * c)
+        grads.append(tape.gradient(loss, layer.trainable_variables))
+    for ours_grad, expected in zip(*grads):
+        np.testing.assert_allclose(ours_grad, expected, atol=1e-4)
 
 
 def test_training_step_is_the_same_with_and_without_the_fused_cell(module):
