@@ -181,6 +181,8 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
             active = tf.reduce_max(tf.concat([inside_rows, tf.zeros((steps, 1), tf.int32)], 1), axis=1)
         else:
             active = tf.zeros([0], tf.int32)
+        # With bf16 matmuls, dU's operands are buffers of their own: they keep only active rows.
+        packed = has_mask and bf16
 
         def rows_at(k):  # the rows the matmul of step k needs
             return active[k] if has_mask else batch
@@ -194,7 +196,7 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
             k = steps - 1 - t if reverse else t
             h, h_matmul, c, *buffers = module.sketch_lstm_forward_step(
                 projected, k, tf.matmul(h_matmul, kernel), h, c, inside, dropout, active, *buffers,
-                reverse=reverse)
+                reverse=reverse, packed=packed)
             return (t + 1, h, h_matmul, c, *buffers)
 
         first = steps - 1 if reverse else 0
@@ -215,7 +217,7 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
                 k = i if reverse else steps - 1 - i  # the forward loop's steps, last first
                 d_gates_k, dh_pass, dc, d_projected, d_gates_matmul = module.sketch_lstm_backward_step(
                     gates, c_prevs, k, dh_matmul, dh_pass, no_tensor if d_hs is None else d_hs, dc,
-                    inside, dropout, active, d_projected, d_gates_matmul)
+                    inside, dropout, active, d_projected, d_gates_matmul, packed=packed)
                 return i + 1, tf.matmul(d_gates_k, kernel_t), dh_pass, dc, d_projected, d_gates_matmul
 
             # No gradient through U into the last step: a matmul result of no rows.
@@ -227,9 +229,12 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
             # The first step's active rows got a gradient through U; the others pass through.
             dh_matmul = tf.pad(dh_matmul, [[0, batch - tf.shape(dh_matmul)[0]], [0, 0]])
             dh0 = tf.cast(dh_matmul, h0.dtype) + dh_pass
-            # dU = sum_k h_{k-1}^T d_gates_k, one matmul over all steps.
+            # dU = sum_k h_{k-1}^T d_gates_k, one matmul over all steps (their active rows).
             d_gates_flat = tf.reshape(d_gates_matmul if bf16 else d_projected, (-1, 4 * units))
             h_flat = tf.reshape(h_prevs, (-1, units))
+            if packed:
+                total = tf.reduce_sum(active)
+                d_gates_flat, h_flat = d_gates_flat[:total], h_flat[:total]
             d_kernel = tf.cast(tf.matmul(h_flat, d_gates_flat, transpose_a=True), projected.dtype)
             return (d_projected, d_kernel, dh0, dc0) + (None,) * len(extra)
 

@@ -26,7 +26,11 @@
 // active[k] rows (the recurrence sorts the sketches longest first, so these are the rows
 // still inside a sketch there); the forward op hands on h as a view of the next step's active
 // rows, the backward op step k's d_gates as a view of its active rows, and rows past those
-// pass their state (or gradient) through unchanged, as padding rows do.
+// pass their state (or gradient) through unchanged, as padding rows do. With `packed`, the
+// buffers that dU = sum_k h_{k-1}^T d_gates_k is computed from (h_prevs, d_gates_matmul)
+// hold the active rows only, step 0's first, then step 1's, and so on (step k's start at row
+// active[0] + ... + active[k-1]), so that one matmul over their first sum(active) rows skips
+// the padding too.
 
 #include <atomic>
 #include <cstdint>
@@ -70,7 +74,7 @@ REGISTER_OP("SketchLstmForwardStep")
     .Input("hs: float")         // (T, B, H): h after each step; step k is written
     .Input("c_prevs: float")    // (T, B, H): c before each step; step k is written
     .Input("gates: float")      // (T, B, 4H): i, f, tanh(candidate), o after activation
-    .Input("h_prevs: T")        // (T, B, H): h before each step, in the matmul's dtype
+    .Input("h_prevs: T")        // (T, B, H): h before each step, in the matmul's dtype (see `packed`)
     .Output("h: float")         // (B, H)
     .Output("h_matmul: T")      // h in the matmul's dtype, the next step's active rows
     .Output("c: float")         // (B, H)
@@ -80,6 +84,7 @@ REGISTER_OP("SketchLstmForwardStep")
     .Output("h_prevs_out: T")
     .Attr("T: {float, bfloat16}")
     .Attr("reverse: bool = false")  // the loop runs k = T-1 .. 0: the next step is k - 1
+    .Attr("packed: bool = false")   // h_prevs holds only active rows, step after step
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(3));
       c->set_output(1, c->Matrix(c->UnknownDim(), c->Dim(c->input(3), 1)));
@@ -100,13 +105,14 @@ REGISTER_OP("SketchLstmBackwardStep")
     .Input("dropout: float")
     .Input("active: int32")           // (T,) or empty, as in the forward op
     .Input("d_projected: float")      // (T, B, 4H): d_gates of each step; step k is written
-    .Input("d_gates_matmul: T")       // the same in the matmul's dtype (bf16), or empty
+    .Input("d_gates_matmul: T")       // the same in the matmul's dtype (bf16; see `packed`), or empty
     .Output("d_gates_k: T")           // (active[k], 4H): step k's d_gates in the matmul's dtype
     .Output("dh_pass_prev: float")    // (B, H): dh passed through step k (padding rows)
     .Output("dc_prev: float")         // (B, H): gradient of c before step k
     .Output("d_projected_out: float")
     .Output("d_gates_matmul_out: T")
     .Attr("T: {float, bfloat16}")
+    .Attr("packed: bool = false")  // d_gates_matmul holds only active rows, step after step
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->Matrix(c->UnknownDim(), c->Dim(c->input(0), 2)));
       c->set_output(1, c->input(4));
@@ -197,6 +203,14 @@ int64_t ActiveRows(OpKernelContext* ctx, const Tensor& active, int64_t k, int64_
   return n;
 }
 
+// The first row of step k in a packed buffer: the active rows of the steps before it.
+int64_t PackedOffset(const Tensor& active, int64_t k) {
+  const int32_t* counts = active.flat<int32_t>().data();
+  int64_t offset = 0;
+  for (int64_t j = 0; j < k; ++j) offset += counts[j];
+  return offset;
+}
+
 absl::Status InsideBeyondActive(int64_t k, int64_t m) {
   return absl::InvalidArgumentError("lstm step: a row from " + std::to_string(m) + " on is inside the "
                                     "sequence at step " + std::to_string(k) + ", but only " +
@@ -210,6 +224,7 @@ class SketchLstmForwardStepOp : public OpKernel {
  public:
   explicit SketchLstmForwardStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reverse", &reverse_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("packed", &packed_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -240,6 +255,8 @@ class SketchLstmForwardStepOp : public OpKernel {
     const int64_t m = recurrent.dim_size(0);
     const int64_t next_rows = ActiveRows(ctx, active, reverse_ ? k - 1 : k + 1, rows);
     if (!ctx->status().ok()) return;
+    OP_REQUIRES(ctx, !packed_ || (active.NumElements() > 0 && m == ActiveRows(ctx, active, k, rows)),
+                absl::InvalidArgumentError("lstm step: `packed` needs `active` and active[k] rows of `recurrent`"));
 
     Tensor *h = nullptr, *c = nullptr, h_matmul_tensor;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, h_prev.shape(), &h));
@@ -263,7 +280,7 @@ class SketchLstmForwardStepOp : public OpKernel {
     hs += k * rows * n;
     c_prevs += k * rows * n;
     gates += k * rows * 4 * n;
-    h_prevs += k * rows * n;
+    h_prevs += (packed_ ? PackedOffset(active, k) : k * rows) * n;
     std::atomic<bool> misplaced{false};
 
     ForEachRow(ctx, rows, 40 * 4 * n, [&](int64_t begin, int64_t end) {
@@ -271,7 +288,7 @@ class SketchLstmForwardStepOp : public OpKernel {
         Vec<float> h_row(h_data + b * n, n), c_row(c_data + b * n, n);
         ConstVec<float> c_old(c_prev_data + b * n, n), h_old(h_prev_data + b * n, n);
         // h_{k-1} for dU = sum_k h_{k-1}^T d_gates_k; on padding d_gates is 0, h must be finite.
-        Vec<T>(h_prevs + b * n, n) = h_old.template cast<T>();
+        if (b < m || !packed_) Vec<T>(h_prevs + b * n, n) = h_old.template cast<T>();
         const bool is_inside = !inside_data || inside_data[b];
         if (is_inside && b >= m) misplaced = true;
         if (!is_inside || b >= m) {  // padding: the state passes through; the backward pass
@@ -304,12 +321,15 @@ class SketchLstmForwardStepOp : public OpKernel {
 
  private:
   bool reverse_ = false;
+  bool packed_ = false;
 };
 
 template <typename T>
 class SketchLstmBackwardStepOp : public OpKernel {
  public:
-  explicit SketchLstmBackwardStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit SketchLstmBackwardStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("packed", &packed_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& gates_all = ctx->input(0);
@@ -343,6 +363,9 @@ class SketchLstmBackwardStepOp : public OpKernel {
     const int64_t m = dh_matmul.dim_size(0);  // rows from m on get no gradient through U
     const int64_t active_rows = ActiveRows(ctx, active, k, rows);
     if (!ctx->status().ok()) return;
+    OP_REQUIRES(ctx, !packed_ || (kSeparate && active.NumElements() > 0),
+                absl::InvalidArgumentError("lstm step: `packed` needs `active` and bf16 d_gates_matmul"));
+    const int64_t mm_row = packed_ ? PackedOffset(active, k) : k * rows;  // step k's first row there
 
     Tensor *dh_pass_prev = nullptr, *dc_prev = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, dh_pass.shape(), &dh_pass_prev));
@@ -364,7 +387,7 @@ class SketchLstmBackwardStepOp : public OpKernel {
     const bool* inside_data = inside.NumElements() ? inside.flat<bool>().data() + k * rows : nullptr;
     const float* drop_data = dropout.NumElements() ? dropout.flat<float>().data() + k * rows * n : nullptr;
     float* dg_data = d_projected + k * rows * 4 * n;
-    T* dg_mm_data = d_gates_matmul ? d_gates_matmul + k * rows * 4 * n : nullptr;
+    T* dg_mm_data = d_gates_matmul ? d_gates_matmul + mm_row * 4 * n : nullptr;
     float* dh_pass_prev_data = dh_pass_prev->flat<float>().data();
     float* dc_prev_data = dc_prev->flat<float>().data();
     std::atomic<bool> misplaced{false};
@@ -412,14 +435,20 @@ class SketchLstmBackwardStepOp : public OpKernel {
           pass_row.setZero();
           dc_row *= f;
         }
-        if (dg_mm_data) Vec<T>(dg_mm_data + b * 4 * n, 4 * n) = dg.template cast<T>();
+        if (dg_mm_data && (b < active_rows || !packed_)) {
+          Vec<T>(dg_mm_data + b * 4 * n, 4 * n) = dg.template cast<T>();
+        }
       }
     });
     OP_REQUIRES(ctx, !misplaced, InsideBeyondActive(k, active_rows));
     // Step k's d_gates of the active rows for the next matmul (the rows after them are zero):
     // a view of the buffer they were written to, or a copy where that view would not be
     // aligned as TensorFlow's kernels require.
-    const Tensor source = ctx->mutable_output(kSeparate ? 4 : 3)->SubSlice(k).Slice(0, active_rows);
+    Tensor rows_of_buffer;  // the buffer as (T * B, 4H)
+    OP_REQUIRES(ctx, rows_of_buffer.CopyFrom(*ctx->mutable_output(kSeparate ? 4 : 3), TensorShape({steps * rows, 4 * n})),
+                absl::InternalError("lstm step: could not view the d_gates buffer"));
+    const int64_t first = kSeparate ? mm_row : k * rows;
+    const Tensor source = rows_of_buffer.Slice(first, first + active_rows);
     if (reinterpret_cast<uintptr_t>(source.data()) % EIGEN_MAX_ALIGN_BYTES == 0) {
       Tensor d_gates_k;
       OP_REQUIRES(ctx, d_gates_k.CopyFrom(source, TensorShape({active_rows, 4 * n})),
@@ -431,6 +460,9 @@ class SketchLstmBackwardStepOp : public OpKernel {
       std::memcpy(d_gates_k->data(), source.data(), source.TotalBytes());
     }
   }
+
+ private:
+  bool packed_ = false;
 };
 
 class SketchLstmCopiesOp : public OpKernel {
