@@ -20,7 +20,11 @@
 //
 // Layouts: T steps, B rows (sketches), H units, gates in the Keras order i, f, c (the
 // candidate), o. `inside` is (T, B) or (T, B, 1) bool, or empty for "every row is inside the
-// sketch"; `dropout` is (T, B, H), already divided by the keep probability, or empty for none.
+// sketch"; `dropout` is (T, B, H), already divided by the keep probability, or empty for none,
+// or, with `dropout_seed`, drawn inside the ops: element (k, b, j) of the mask is kept where a
+// hash of its index and the seed falls below `keep` (CounterDropout; seq2seqVAE.counter_dropout_mask
+// computes the same mask with TensorFlow ops). The backward op draws the same mask again,
+// so no (T, B, H) mask is generated, stored or read.
 //
 // Padding costs no matmul rows: with `active` (T,), step k multiplies only its first
 // active[k] rows (the recurrence sorts the sketches longest first, so these are the rows
@@ -33,6 +37,7 @@
 // the padding too.
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -70,6 +75,7 @@ REGISTER_OP("SketchLstmForwardStep")
     .Input("c_prev: float")     // (B, H)
     .Input("inside: bool")
     .Input("dropout: float")
+    .Input("dropout_seed: int32")  // (2,): draw the dropout mask here (see `keep`), or empty
     .Input("active: int32")     // (T,): rows that may be inside at each step, or empty
     .Input("hs: float")         // (T, B, H): h after each step; step k is written
     .Input("c_prevs: float")    // (T, B, H): c before each step; step k is written
@@ -85,11 +91,12 @@ REGISTER_OP("SketchLstmForwardStep")
     .Attr("T: {float, bfloat16}")
     .Attr("reverse: bool = false")  // the loop runs k = T-1 .. 0: the next step is k - 1
     .Attr("packed: bool = false")   // h_prevs holds only active rows, step after step
+    .Attr("keep: float = 1.0")      // keep probability of the dropout drawn from dropout_seed
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(3));
       c->set_output(1, c->Matrix(c->UnknownDim(), c->Dim(c->input(3), 1)));
       c->set_output(2, c->input(3));
-      for (int i = 0; i < 4; ++i) c->set_output(3 + i, c->input(8 + i));
+      for (int i = 0; i < 4; ++i) c->set_output(3 + i, c->input(9 + i));
       return absl::OkStatus();
     });
 
@@ -103,6 +110,7 @@ REGISTER_OP("SketchLstmBackwardStep")
     .Input("dc: float")               // (B, H): gradient of c after step k
     .Input("inside: bool")
     .Input("dropout: float")
+    .Input("dropout_seed: int32")     // as in the forward op
     .Input("active: int32")           // (T,) or empty, as in the forward op
     .Input("d_projected: float")      // (T, B, 4H): d_gates of each step; step k is written
     .Input("d_gates_matmul: T")       // the same in the matmul's dtype (bf16; see `packed`), or empty
@@ -113,12 +121,13 @@ REGISTER_OP("SketchLstmBackwardStep")
     .Output("d_gates_matmul_out: T")
     .Attr("T: {float, bfloat16}")
     .Attr("packed: bool = false")  // d_gates_matmul holds only active rows, step after step
+    .Attr("keep: float = 1.0")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->Matrix(c->UnknownDim(), c->Dim(c->input(0), 2)));
       c->set_output(1, c->input(4));
       c->set_output(2, c->input(4));
-      c->set_output(3, c->input(10));
-      c->set_output(4, c->input(11));
+      c->set_output(3, c->input(11));
+      c->set_output(4, c->input(12));
       return absl::OkStatus();
     });
 
@@ -137,7 +146,8 @@ absl::Status ShapeError(const std::string& what, const Tensor& got) {
 
 // Checks the shapes shared by both ops; sets the op's error if they are wrong.
 void CheckShapes(OpKernelContext* ctx, int64_t steps, int64_t rows, int64_t units, const Tensor& inside,
-                 const Tensor& dropout, const Tensor& active, const std::vector<const Tensor*>& state) {
+                 const Tensor& dropout, const Tensor& seed, const Tensor& active,
+                 const std::vector<const Tensor*>& state) {
   for (const Tensor* t : state) {
     OP_REQUIRES(ctx, t->dims() == 2 && t->dim_size(0) == rows && t->dim_size(1) == units,
                 ShapeError("a state (B, H) = (" + std::to_string(rows) + ", " + std::to_string(units) + ")",
@@ -147,6 +157,8 @@ void CheckShapes(OpKernelContext* ctx, int64_t steps, int64_t rows, int64_t unit
               ShapeError("`inside` with T * B elements or none", inside));
   OP_REQUIRES(ctx, dropout.NumElements() == 0 || dropout.NumElements() == steps * rows * units,
               ShapeError("`dropout` (T, B, H) or empty", dropout));
+  OP_REQUIRES(ctx, seed.NumElements() == 0 || (seed.NumElements() == 2 && dropout.NumElements() == 0),
+              ShapeError("`dropout_seed` (2,) without `dropout`, or empty", seed));
   OP_REQUIRES(ctx, active.NumElements() == 0 || (active.NumElements() == steps && inside.NumElements() > 0),
               ShapeError("`active` (T,) with `inside`, or empty", active));
 }
@@ -190,6 +202,45 @@ int64_t CheckedStep(OpKernelContext* ctx, int input, int64_t steps) {
   return k;
 }
 
+uint32_t Mix(uint32_t x) {  // a 32-bit integer hash with good avalanche ("lowbias32")
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+// Recurrent dropout drawn from a seed: element e = (k * B + b) * H + j (mod 2^32) is kept,
+// as 1 / keep, where Mix(Mix(e * 0x9E3779B9 + seed[0]) ^ seed[1]) / 2^8 < round(keep * 2^24).
+class CounterDropout {
+ public:
+  CounterDropout(const Tensor& seed, float keep, int64_t rows, int64_t units)
+      : on_(seed.NumElements() == 2), rows_(rows), units_(units), scale_(1.0f / keep),
+        threshold_(static_cast<uint32_t>(std::floor(static_cast<double>(keep) * 16777216.0 + 0.5))) {
+    if (on_) {
+      seed0_ = static_cast<uint32_t>(seed.flat<int32_t>()(0));
+      seed1_ = static_cast<uint32_t>(seed.flat<int32_t>()(1));
+    }
+  }
+  bool on() const { return on_; }
+
+  // Row b of step k's mask into `out` (units floats).
+  void Row(int64_t k, int64_t b, float* out) const {
+    const uint32_t first = static_cast<uint32_t>((k * rows_ + b) * units_);
+    for (int64_t j = 0; j < units_; ++j) {
+      const uint32_t x = Mix(Mix((first + static_cast<uint32_t>(j)) * 0x9E3779B9U + seed0_) ^ seed1_);
+      out[j] = (x >> 8) < threshold_ ? scale_ : 0.0f;
+    }
+  }
+
+ private:
+  bool on_;
+  int64_t rows_, units_;
+  float scale_;
+  uint32_t threshold_, seed0_ = 0, seed1_ = 0;
+};
+
 // How many leading rows step k computes: active[k], or every row. Rows from there on must be
 // padding at step k; the recurrence sorts sketches longest first so that they are.
 int64_t ActiveRows(OpKernelContext* ctx, const Tensor& active, int64_t k, int64_t rows) {
@@ -225,6 +276,7 @@ class SketchLstmForwardStepOp : public OpKernel {
   explicit SketchLstmForwardStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reverse", &reverse_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("packed", &packed_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("keep", &keep_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -234,22 +286,23 @@ class SketchLstmForwardStepOp : public OpKernel {
     const Tensor& c_prev = ctx->input(4);
     const Tensor& inside = ctx->input(5);
     const Tensor& dropout = ctx->input(6);
-    const Tensor& active = ctx->input(7);
+    const Tensor& seed = ctx->input(7);
+    const Tensor& active = ctx->input(8);
     OP_REQUIRES(ctx, projected.dims() == 3 && projected.dim_size(2) % 4 == 0,
                 ShapeError("`projected` (T, B, 4H)", projected));
     const int64_t steps = projected.dim_size(0), rows = projected.dim_size(1);
     const int64_t n = projected.dim_size(2) / 4;
-    CheckShapes(ctx, steps, rows, n, inside, dropout, active, {&h_prev, &c_prev});
+    CheckShapes(ctx, steps, rows, n, inside, dropout, seed, active, {&h_prev, &c_prev});
     if (!ctx->status().ok()) return;
     // h_{k-1} U for the step's active rows (all of them without `active`).
     OP_REQUIRES(ctx, recurrent.dims() == 2 && recurrent.dim_size(1) == 4 * n &&
                          (active.NumElements() ? recurrent.dim_size(0) <= rows : recurrent.dim_size(0) == rows),
                 ShapeError("`recurrent` (B, 4H), or (m <= B, 4H) with `active`", recurrent));
     const TensorShape sequence({steps, rows, n}), wide({steps, rows, 4 * n});
-    for (int i : {8, 9, 11}) {
+    for (int i : {9, 10, 12}) {
       OP_REQUIRES(ctx, ctx->input(i).shape() == sequence, ShapeError("(T, B, H)", ctx->input(i)));
     }
-    OP_REQUIRES(ctx, ctx->input(10).shape() == wide, ShapeError("`gates` (T, B, 4H)", ctx->input(10)));
+    OP_REQUIRES(ctx, ctx->input(11).shape() == wide, ShapeError("`gates` (T, B, 4H)", ctx->input(11)));
     const int64_t k = CheckedStep(ctx, 1, steps);
     if (!ctx->status().ok()) return;
     const int64_t m = recurrent.dim_size(0);
@@ -262,10 +315,10 @@ class SketchLstmForwardStepOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, h_prev.shape(), &h));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(DataTypeToEnum<T>::value, h_prev.shape(), &h_matmul_tensor));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, h_prev.shape(), &c));
-    float* hs = InPlace<float>(ctx, 8, 3);
-    float* c_prevs = InPlace<float>(ctx, 9, 4);
-    float* gates = InPlace<float>(ctx, 10, 5);
-    T* h_prevs = InPlace<T>(ctx, 11, 6);
+    float* hs = InPlace<float>(ctx, 9, 3);
+    float* c_prevs = InPlace<float>(ctx, 10, 4);
+    float* gates = InPlace<float>(ctx, 11, 5);
+    T* h_prevs = InPlace<T>(ctx, 12, 6);
     if (!ctx->status().ok()) return;
 
     const float* p_data = projected.flat<float>().data() + k * rows * 4 * n;
@@ -282,8 +335,10 @@ class SketchLstmForwardStepOp : public OpKernel {
     gates += k * rows * 4 * n;
     h_prevs += (packed_ ? PackedOffset(active, k) : k * rows) * n;
     std::atomic<bool> misplaced{false};
+    const CounterDropout drawn(seed, keep_, rows, n);
 
     ForEachRow(ctx, rows, 40 * 4 * n, [&](int64_t begin, int64_t end) {
+      std::vector<float> mask(drawn.on() ? n : 0);
       for (int64_t b = begin; b < end; ++b) {
         Vec<float> h_row(h_data + b * n, n), c_row(c_data + b * n, n);
         ConstVec<float> c_old(c_prev_data + b * n, n), h_old(h_prev_data + b * n, n);
@@ -302,9 +357,13 @@ class SketchLstmForwardStepOp : public OpKernel {
           g.segment(0, 2 * n) = g.segment(0, 2 * n).logistic();
           g.segment(2 * n, n) = g.segment(2 * n, n).tanh();
           g.segment(3 * n, n) = g.segment(3 * n, n).logistic();
-          if (drop_data) {
-            c_row = g.segment(n, n) * c_old +
-                    g.segment(0, n) * (g.segment(2 * n, n) * ConstVec<float>(drop_data + b * n, n));
+          const float* drop = drop_data ? drop_data + b * n : nullptr;
+          if (drawn.on()) {
+            drawn.Row(k, b, mask.data());
+            drop = mask.data();
+          }
+          if (drop) {
+            c_row = g.segment(n, n) * c_old + g.segment(0, n) * (g.segment(2 * n, n) * ConstVec<float>(drop, n));
           } else {
             c_row = g.segment(n, n) * c_old + g.segment(0, n) * g.segment(2 * n, n);
           }
@@ -322,6 +381,7 @@ class SketchLstmForwardStepOp : public OpKernel {
  private:
   bool reverse_ = false;
   bool packed_ = false;
+  float keep_ = 1.0f;
 };
 
 template <typename T>
@@ -329,6 +389,7 @@ class SketchLstmBackwardStepOp : public OpKernel {
  public:
   explicit SketchLstmBackwardStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("packed", &packed_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("keep", &keep_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -340,12 +401,13 @@ class SketchLstmBackwardStepOp : public OpKernel {
     const Tensor& dc = ctx->input(6);
     const Tensor& inside = ctx->input(7);
     const Tensor& dropout = ctx->input(8);
-    const Tensor& active = ctx->input(9);
+    const Tensor& seed = ctx->input(9);
+    const Tensor& active = ctx->input(10);
     OP_REQUIRES(ctx, gates_all.dims() == 3 && gates_all.dim_size(2) % 4 == 0,
                 ShapeError("`gates` (T, B, 4H)", gates_all));
     const int64_t steps = gates_all.dim_size(0), rows = gates_all.dim_size(1);
     const int64_t n = gates_all.dim_size(2) / 4;
-    CheckShapes(ctx, steps, rows, n, inside, dropout, active, {&dh_pass, &dc});
+    CheckShapes(ctx, steps, rows, n, inside, dropout, seed, active, {&dh_pass, &dc});
     if (!ctx->status().ok()) return;
     OP_REQUIRES(ctx, dh_matmul.dims() == 2 && dh_matmul.dim_size(0) <= rows && dh_matmul.dim_size(1) == n,
                 ShapeError("`dh_matmul` (m <= B, H)", dh_matmul));
@@ -353,11 +415,11 @@ class SketchLstmBackwardStepOp : public OpKernel {
     OP_REQUIRES(ctx, c_prevs.shape() == sequence, ShapeError("`c_prevs` (T, B, H)", c_prevs));
     OP_REQUIRES(ctx, d_hs.NumElements() == 0 || d_hs.shape() == sequence,
                 ShapeError("`d_hs` (T, B, H) or empty", d_hs));
-    OP_REQUIRES(ctx, ctx->input(10).shape() == wide, ShapeError("`d_projected` (T, B, 4H)", ctx->input(10)));
+    OP_REQUIRES(ctx, ctx->input(11).shape() == wide, ShapeError("`d_projected` (T, B, 4H)", ctx->input(11)));
     constexpr bool kSeparate = !std::is_same_v<T, float>;  // bf16 needs its own copy of d_gates
-    OP_REQUIRES(ctx, kSeparate ? ctx->input(11).shape() == wide : ctx->input(11).NumElements() == 0,
+    OP_REQUIRES(ctx, kSeparate ? ctx->input(12).shape() == wide : ctx->input(12).NumElements() == 0,
                 ShapeError(kSeparate ? "`d_gates_matmul` (T, B, 4H)" : "empty `d_gates_matmul`",
-                           ctx->input(11)));
+                           ctx->input(12)));
     const int64_t k = CheckedStep(ctx, 2, steps);
     if (!ctx->status().ok()) return;
     const int64_t m = dh_matmul.dim_size(0);  // rows from m on get no gradient through U
@@ -370,12 +432,12 @@ class SketchLstmBackwardStepOp : public OpKernel {
     Tensor *dh_pass_prev = nullptr, *dc_prev = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, dh_pass.shape(), &dh_pass_prev));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, dc.shape(), &dc_prev));
-    float* d_projected = InPlace<float>(ctx, 10, 3);
+    float* d_projected = InPlace<float>(ctx, 11, 3);
     T* d_gates_matmul = nullptr;
     if constexpr (kSeparate) {
-      d_gates_matmul = InPlace<T>(ctx, 11, 4);
+      d_gates_matmul = InPlace<T>(ctx, 12, 4);
     } else {
-      ctx->set_output(4, ctx->input(11));
+      ctx->set_output(4, ctx->input(12));
     }
     if (!ctx->status().ok()) return;
     const float* g_data = gates_all.flat<float>().data() + k * rows * 4 * n;
@@ -391,9 +453,10 @@ class SketchLstmBackwardStepOp : public OpKernel {
     float* dh_pass_prev_data = dh_pass_prev->flat<float>().data();
     float* dc_prev_data = dc_prev->flat<float>().data();
     std::atomic<bool> misplaced{false};
+    const CounterDropout drawn(seed, keep_, rows, n);
 
     ForEachRow(ctx, rows, 60 * 4 * n, [&](int64_t begin, int64_t end) {
-      std::vector<float> scratch(3 * n);
+      std::vector<float> scratch(3 * n), mask(drawn.on() ? n : 0);
       Vec<float> dh(scratch.data(), n), c(scratch.data() + n, n), tanh_c(scratch.data() + 2 * n, n);
       for (int64_t b = begin; b < end; ++b) {
         Vec<float> dg(dg_data + b * 4 * n, 4 * n);
@@ -412,9 +475,14 @@ class SketchLstmBackwardStepOp : public OpKernel {
           ConstVec<float> g(g_data + b * 4 * n, 4 * n), c_old(c_prev_data + b * n, n);
           auto i = g.segment(0, n), f = g.segment(n, n), cand = g.segment(2 * n, n),
                o = g.segment(3 * n, n);
+          const float* drop_row = drop_data ? drop_data + b * n : nullptr;
+          if (drawn.on()) {  // the forward op's mask, drawn again
+            drawn.Row(k, b, mask.data());
+            drop_row = mask.data();
+          }
           // c after the step, recomputed as the forward op computed it.
-          if (drop_data) {
-            ConstVec<float> drop(drop_data + b * n, n);
+          if (drop_row) {
+            ConstVec<float> drop(drop_row, n);
             c = f * c_old + i * (cand * drop);
           } else {
             c = f * c_old + i * cand;
@@ -422,8 +490,8 @@ class SketchLstmBackwardStepOp : public OpKernel {
           tanh_c = c.tanh();
           // dc_row holds the gradient of c after the step until the last line.
           dc_row = dc_in + dh * o * (1 - tanh_c.square());
-          if (drop_data) {
-            ConstVec<float> drop(drop_data + b * n, n);
+          if (drop_row) {
+            ConstVec<float> drop(drop_row, n);
             dg.segment(0, n) = dc_row * (cand * drop) * i * (1 - i);
             dg.segment(2 * n, n) = dc_row * i * drop * (1 - cand.square());
           } else {
@@ -463,6 +531,7 @@ class SketchLstmBackwardStepOp : public OpKernel {
 
  private:
   bool packed_ = false;
+  float keep_ = 1.0f;
 };
 
 class SketchLstmCopiesOp : public OpKernel {
