@@ -227,10 +227,15 @@ class CounterDropout {
 
   // Row b of step k's mask into `out` (units floats).
   void Row(int64_t k, int64_t b, float* out) const {
+    // Locals, not members, in the loop: then the compiler knows `out` does not alias them
+    // and vectorises it.
     const uint32_t first = static_cast<uint32_t>((k * rows_ + b) * units_);
-    for (int64_t j = 0; j < units_; ++j) {
-      const uint32_t x = Mix(Mix((first + static_cast<uint32_t>(j)) * 0x9E3779B9U + seed0_) ^ seed1_);
-      out[j] = (x >> 8) < threshold_ ? scale_ : 0.0f;
+    const uint32_t seed0 = seed0_, seed1 = seed1_, threshold = threshold_;
+    const float scale = scale_;
+    const int64_t units = units_;
+    for (int64_t j = 0; j < units; ++j) {
+      const uint32_t x = Mix(Mix((first + static_cast<uint32_t>(j)) * 0x9E3779B9U + seed0) ^ seed1);
+      out[j] = (x >> 8) < threshold ? scale : 0.0f;
     }
   }
 
