@@ -195,16 +195,19 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype, keep=N
 
         # Each step writes its h, the c and h it started from (h in the matmul's dtype, for
         # dU) and its activated gates at its time step k; the backward pass reads them there.
+        # The gates replace the input projection in its own buffer (it is not needed after
+        # its step), and the backward pass replaces them by their gradient in turn: one
+        # (T, B, 4H) buffer, updated in place, instead of three.
         def body(t, h, h_matmul, c, *buffers):
             k = steps - 1 - t if reverse else t
             h, h_matmul, c, *buffers = module.sketch_lstm_forward_step(
-                projected, k, tf.matmul(h_matmul, kernel), h, c, inside, dropout, seed, active, *buffers,
+                k, tf.matmul(h_matmul, kernel), h, c, inside, dropout, seed, active, *buffers,
                 reverse=reverse, packed=packed, **drawn)
             return (t + 1, h, h_matmul, c, *buffers)
 
         first = steps - 1 if reverse else 0
         start = (0, h0, tf.cast(h0, mm_dtype)[:rows_at(first)], c0, empty(units), empty(units),
-                 empty(4 * units), empty(units, mm_dtype))
+                 projected, empty(units, mm_dtype))
         _, h, _, c, hs, c_prevs, gates, h_prevs = tf.while_loop(
             lambda t, *_: t < steps, body, start, maximum_iterations=steps,
             shape_invariants=_invariants(start, h_matmul=2))
@@ -219,12 +222,13 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype, keep=N
             def back(i, dh_matmul, dh_pass, dc, d_projected, d_gates_matmul):
                 k = i if reverse else steps - 1 - i  # the forward loop's steps, last first
                 d_gates_k, dh_pass, dc, d_projected, d_gates_matmul = module.sketch_lstm_backward_step(
-                    gates, c_prevs, k, dh_matmul, dh_pass, no_tensor if d_hs is None else d_hs, dc,
+                    c_prevs, k, dh_matmul, dh_pass, no_tensor if d_hs is None else d_hs, dc,
                     inside, dropout, seed, active, d_projected, d_gates_matmul, packed=packed, **drawn)
                 return i + 1, tf.matmul(d_gates_k, kernel_t), dh_pass, dc, d_projected, d_gates_matmul
 
-            # No gradient through U into the last step: a matmul result of no rows.
-            start = (0, tf.zeros((0, units), mm_dtype), dh_pass, d_c, empty(4 * units),
+            # No gradient through U into the last step: a matmul result of no rows. The
+            # gates' buffer becomes d_projected, step by step.
+            start = (0, tf.zeros((0, units), mm_dtype), dh_pass, d_c, gates,
                      empty(4 * units, mm_dtype) if bf16 else tf.zeros([0], mm_dtype))
             _, dh_matmul, dh_pass, dc0, d_projected, d_gates_matmul = tf.while_loop(
                 lambda i, *_: i < steps, back, start, maximum_iterations=steps,

@@ -1,7 +1,7 @@
 // One LSTM step's element-wise work, forward and backward, as two TensorFlow ops.
 //
 // seq2seqVAE.lstm_recurrence runs the LSTM as a loop over time whose only matmul per step is
-// h @ U (forward) or d_gates @ U^T (backward), done by TensorFlow (oneDNN, bf16 on AMX).
+// h @ U (forward) or d_gates @ U^T (backward), done by TensorFlow (oneDNN, bf16 where the CPU has it).
 // Everything else in a step (the add of the input projection, four activations, the cell
 // update, recurrent dropout on the candidate, the padding mask, the casts for the next matmul,
 // saving what the backward pass needs) is about twenty small TensorFlow ops, each a pass over
@@ -12,7 +12,12 @@
 // they build (h for every step, what the backward pass needs, the gradients) into buffers
 // that are loop variables: TensorFlow hands a buffer to the op in place when nothing else
 // holds it, which is always the case in the loops of fused_lstm.py; otherwise the op copies it
-// (correct, slow) and counts the copy (`SketchLstmCopies`, checked by the tests).
+// (correct, slow) and counts the copy (`SketchLstmCopies`, checked by the tests). The
+// (T, B, 4H) `gates` buffer changes meaning step by step: it comes in holding the input
+// projection x_k W + b, the forward op replaces step k's by the activated gates, and the
+// backward op replaces those by d_gates, the gradient of the projection; one buffer, read
+// and written in place, where separate ones would triple the memory traffic of the largest
+// tensor (these ops are bound by memory bandwidth, not arithmetic).
 //
 // Built on first use by fused_lstm.py with the compiler flags TensorFlow reports
 // (tf.sysconfig), for the CPU it runs on; where it does not build, the model uses the
@@ -68,7 +73,6 @@ using ConstVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 std::atomic<int64_t> copies{0};  // buffers that could not be updated in place
 
 REGISTER_OP("SketchLstmForwardStep")
-    .Input("projected: float")  // (T, B, 4H): x_t W + b for every step
     .Input("step: int32")       // k: the time step this call computes
     .Input("recurrent: T")      // (B, 4H): h_{k-1} U, in the matmul's dtype
     .Input("h_prev: float")     // (B, H)
@@ -79,7 +83,7 @@ REGISTER_OP("SketchLstmForwardStep")
     .Input("active: int32")     // (T,): rows that may be inside at each step, or empty
     .Input("hs: float")         // (T, B, H): h after each step; step k is written
     .Input("c_prevs: float")    // (T, B, H): c before each step; step k is written
-    .Input("gates: float")      // (T, B, 4H): i, f, tanh(candidate), o after activation
+    .Input("gates: float")      // (T, B, 4H): x_t W + b; step k's becomes i, f, tanh(candidate), o
     .Input("h_prevs: T")        // (T, B, H): h before each step, in the matmul's dtype (see `packed`)
     .Output("h: float")         // (B, H)
     .Output("h_matmul: T")      // h in the matmul's dtype, the next step's active rows
@@ -93,15 +97,14 @@ REGISTER_OP("SketchLstmForwardStep")
     .Attr("packed: bool = false")   // h_prevs holds only active rows, step after step
     .Attr("keep: float = 1.0")      // keep probability of the dropout drawn from dropout_seed
     .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(3));
-      c->set_output(1, c->Matrix(c->UnknownDim(), c->Dim(c->input(3), 1)));
-      c->set_output(2, c->input(3));
-      for (int i = 0; i < 4; ++i) c->set_output(3 + i, c->input(9 + i));
+      c->set_output(0, c->input(2));
+      c->set_output(1, c->Matrix(c->UnknownDim(), c->Dim(c->input(2), 1)));
+      c->set_output(2, c->input(2));
+      for (int i = 0; i < 4; ++i) c->set_output(3 + i, c->input(8 + i));
       return absl::OkStatus();
     });
 
 REGISTER_OP("SketchLstmBackwardStep")
-    .Input("gates: float")            // (T, B, 4H): the forward pass's `gates`
     .Input("c_prevs: float")          // (T, B, H): the forward pass's `c_prevs`
     .Input("step: int32")             // k
     .Input("dh_matmul: T")            // (m, H), m <= B: d_gates of the step after k, times U^T
@@ -112,22 +115,22 @@ REGISTER_OP("SketchLstmBackwardStep")
     .Input("dropout: float")
     .Input("dropout_seed: int32")     // as in the forward op
     .Input("active: int32")           // (T,) or empty, as in the forward op
-    .Input("d_projected: float")      // (T, B, 4H): d_gates of each step; step k is written
+    .Input("gates: float")            // (T, B, 4H): the forward pass's; step k's becomes its d_gates
     .Input("d_gates_matmul: T")       // the same in the matmul's dtype (bf16; see `packed`), or empty
     .Output("d_gates_k: T")           // (active[k], 4H): step k's d_gates in the matmul's dtype
     .Output("dh_pass_prev: float")    // (B, H): dh passed through step k (padding rows)
     .Output("dc_prev: float")         // (B, H): gradient of c before step k
-    .Output("d_projected_out: float")
+    .Output("gates_out: float")
     .Output("d_gates_matmul_out: T")
     .Attr("T: {float, bfloat16}")
     .Attr("packed: bool = false")  // d_gates_matmul holds only active rows, step after step
     .Attr("keep: float = 1.0")
     .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->Matrix(c->UnknownDim(), c->Dim(c->input(0), 2)));
-      c->set_output(1, c->input(4));
-      c->set_output(2, c->input(4));
-      c->set_output(3, c->input(11));
-      c->set_output(4, c->input(12));
+      c->set_output(0, c->Matrix(c->UnknownDim(), c->Dim(c->input(10), 2)));
+      c->set_output(1, c->input(3));
+      c->set_output(2, c->input(3));
+      c->set_output(3, c->input(10));
+      c->set_output(4, c->input(11));
       return absl::OkStatus();
     });
 
@@ -285,30 +288,29 @@ class SketchLstmForwardStepOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& projected = ctx->input(0);
-    const Tensor& recurrent = ctx->input(2);
-    const Tensor& h_prev = ctx->input(3);
-    const Tensor& c_prev = ctx->input(4);
-    const Tensor& inside = ctx->input(5);
-    const Tensor& dropout = ctx->input(6);
-    const Tensor& seed = ctx->input(7);
-    const Tensor& active = ctx->input(8);
-    OP_REQUIRES(ctx, projected.dims() == 3 && projected.dim_size(2) % 4 == 0,
-                ShapeError("`projected` (T, B, 4H)", projected));
-    const int64_t steps = projected.dim_size(0), rows = projected.dim_size(1);
-    const int64_t n = projected.dim_size(2) / 4;
+    const Tensor& recurrent = ctx->input(1);
+    const Tensor& h_prev = ctx->input(2);
+    const Tensor& c_prev = ctx->input(3);
+    const Tensor& inside = ctx->input(4);
+    const Tensor& dropout = ctx->input(5);
+    const Tensor& seed = ctx->input(6);
+    const Tensor& active = ctx->input(7);
+    const Tensor& gates_in = ctx->input(10);
+    OP_REQUIRES(ctx, gates_in.dims() == 3 && gates_in.dim_size(2) % 4 == 0,
+                ShapeError("`gates` (T, B, 4H)", gates_in));
+    const int64_t steps = gates_in.dim_size(0), rows = gates_in.dim_size(1);
+    const int64_t n = gates_in.dim_size(2) / 4;
     CheckShapes(ctx, steps, rows, n, inside, dropout, seed, active, {&h_prev, &c_prev});
     if (!ctx->status().ok()) return;
     // h_{k-1} U for the step's active rows (all of them without `active`).
     OP_REQUIRES(ctx, recurrent.dims() == 2 && recurrent.dim_size(1) == 4 * n &&
                          (active.NumElements() ? recurrent.dim_size(0) <= rows : recurrent.dim_size(0) == rows),
                 ShapeError("`recurrent` (B, 4H), or (m <= B, 4H) with `active`", recurrent));
-    const TensorShape sequence({steps, rows, n}), wide({steps, rows, 4 * n});
-    for (int i : {9, 10, 12}) {
+    const TensorShape sequence({steps, rows, n});
+    for (int i : {8, 9, 11}) {
       OP_REQUIRES(ctx, ctx->input(i).shape() == sequence, ShapeError("(T, B, H)", ctx->input(i)));
     }
-    OP_REQUIRES(ctx, ctx->input(11).shape() == wide, ShapeError("`gates` (T, B, 4H)", ctx->input(11)));
-    const int64_t k = CheckedStep(ctx, 1, steps);
+    const int64_t k = CheckedStep(ctx, 0, steps);
     if (!ctx->status().ok()) return;
     const int64_t m = recurrent.dim_size(0);
     const int64_t next_rows = ActiveRows(ctx, active, reverse_ ? k - 1 : k + 1, rows);
@@ -320,13 +322,12 @@ class SketchLstmForwardStepOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, h_prev.shape(), &h));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(DataTypeToEnum<T>::value, h_prev.shape(), &h_matmul_tensor));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, h_prev.shape(), &c));
-    float* hs = InPlace<float>(ctx, 9, 3);
-    float* c_prevs = InPlace<float>(ctx, 10, 4);
-    float* gates = InPlace<float>(ctx, 11, 5);
-    T* h_prevs = InPlace<T>(ctx, 12, 6);
+    float* hs = InPlace<float>(ctx, 8, 3);
+    float* c_prevs = InPlace<float>(ctx, 9, 4);
+    float* gates = InPlace<float>(ctx, 10, 5);
+    T* h_prevs = InPlace<T>(ctx, 11, 6);
     if (!ctx->status().ok()) return;
 
-    const float* p_data = projected.flat<float>().data() + k * rows * 4 * n;
     const T* r_data = recurrent.flat<T>().data();
     const float* h_prev_data = h_prev.flat<float>().data();
     const float* c_prev_data = c_prev.flat<float>().data();
@@ -355,10 +356,9 @@ class SketchLstmForwardStepOp : public OpKernel {
           h_row = h_old;             // reads neither the gates nor c_prev of this row
           c_row = c_old;
         } else {
-          Vec<float> g(gates + b * 4 * n, 4 * n);
+          Vec<float> g(gates + b * 4 * n, 4 * n);  // holds x_k W + b: the gates replace it
           Vec<float>(c_prevs + b * n, n) = c_old;
-          g = ConstVec<float>(p_data + b * 4 * n, 4 * n) +
-              ConstVec<T>(r_data + b * 4 * n, 4 * n).template cast<float>();
+          g += ConstVec<T>(r_data + b * 4 * n, 4 * n).template cast<float>();
           g.segment(0, 2 * n) = g.segment(0, 2 * n).logistic();
           g.segment(2 * n, n) = g.segment(2 * n, n).tanh();
           g.segment(3 * n, n) = g.segment(3 * n, n).logistic();
@@ -398,16 +398,16 @@ class SketchLstmBackwardStepOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& gates_all = ctx->input(0);
-    const Tensor& c_prevs = ctx->input(1);
-    const Tensor& dh_matmul = ctx->input(3);
-    const Tensor& dh_pass = ctx->input(4);
-    const Tensor& d_hs = ctx->input(5);
-    const Tensor& dc = ctx->input(6);
-    const Tensor& inside = ctx->input(7);
-    const Tensor& dropout = ctx->input(8);
-    const Tensor& seed = ctx->input(9);
-    const Tensor& active = ctx->input(10);
+    const Tensor& c_prevs = ctx->input(0);
+    const Tensor& dh_matmul = ctx->input(2);
+    const Tensor& dh_pass = ctx->input(3);
+    const Tensor& d_hs = ctx->input(4);
+    const Tensor& dc = ctx->input(5);
+    const Tensor& inside = ctx->input(6);
+    const Tensor& dropout = ctx->input(7);
+    const Tensor& seed = ctx->input(8);
+    const Tensor& active = ctx->input(9);
+    const Tensor& gates_all = ctx->input(10);
     OP_REQUIRES(ctx, gates_all.dims() == 3 && gates_all.dim_size(2) % 4 == 0,
                 ShapeError("`gates` (T, B, 4H)", gates_all));
     const int64_t steps = gates_all.dim_size(0), rows = gates_all.dim_size(1);
@@ -420,12 +420,11 @@ class SketchLstmBackwardStepOp : public OpKernel {
     OP_REQUIRES(ctx, c_prevs.shape() == sequence, ShapeError("`c_prevs` (T, B, H)", c_prevs));
     OP_REQUIRES(ctx, d_hs.NumElements() == 0 || d_hs.shape() == sequence,
                 ShapeError("`d_hs` (T, B, H) or empty", d_hs));
-    OP_REQUIRES(ctx, ctx->input(11).shape() == wide, ShapeError("`d_projected` (T, B, 4H)", ctx->input(11)));
     constexpr bool kSeparate = !std::is_same_v<T, float>;  // bf16 needs its own copy of d_gates
-    OP_REQUIRES(ctx, kSeparate ? ctx->input(12).shape() == wide : ctx->input(12).NumElements() == 0,
+    OP_REQUIRES(ctx, kSeparate ? ctx->input(11).shape() == wide : ctx->input(11).NumElements() == 0,
                 ShapeError(kSeparate ? "`d_gates_matmul` (T, B, 4H)" : "empty `d_gates_matmul`",
-                           ctx->input(12)));
-    const int64_t k = CheckedStep(ctx, 2, steps);
+                           ctx->input(11)));
+    const int64_t k = CheckedStep(ctx, 1, steps);
     if (!ctx->status().ok()) return;
     const int64_t m = dh_matmul.dim_size(0);  // rows from m on get no gradient through U
     const int64_t active_rows = ActiveRows(ctx, active, k, rows);
@@ -437,15 +436,14 @@ class SketchLstmBackwardStepOp : public OpKernel {
     Tensor *dh_pass_prev = nullptr, *dc_prev = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, dh_pass.shape(), &dh_pass_prev));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, dc.shape(), &dc_prev));
-    float* d_projected = InPlace<float>(ctx, 11, 3);
+    float* gates = InPlace<float>(ctx, 10, 3);
     T* d_gates_matmul = nullptr;
     if constexpr (kSeparate) {
-      d_gates_matmul = InPlace<T>(ctx, 12, 4);
+      d_gates_matmul = InPlace<T>(ctx, 11, 4);
     } else {
-      ctx->set_output(4, ctx->input(12));
+      ctx->set_output(4, ctx->input(11));
     }
     if (!ctx->status().ok()) return;
-    const float* g_data = gates_all.flat<float>().data() + k * rows * 4 * n;
     const float* c_prev_data = c_prevs.flat<float>().data() + k * rows * n;
     const T* dh_mm_data = dh_matmul.flat<T>().data();
     const float* dh_pass_data = dh_pass.flat<float>().data();
@@ -453,7 +451,7 @@ class SketchLstmBackwardStepOp : public OpKernel {
     const float* dc_data = dc.flat<float>().data();
     const bool* inside_data = inside.NumElements() ? inside.flat<bool>().data() + k * rows : nullptr;
     const float* drop_data = dropout.NumElements() ? dropout.flat<float>().data() + k * rows * n : nullptr;
-    float* dg_data = d_projected + k * rows * 4 * n;
+    float* dg_data = gates + k * rows * 4 * n;  // step k's gates, replaced by their gradient
     T* dg_mm_data = d_gates_matmul ? d_gates_matmul + mm_row * 4 * n : nullptr;
     float* dh_pass_prev_data = dh_pass_prev->flat<float>().data();
     float* dc_prev_data = dc_prev->flat<float>().data();
@@ -461,8 +459,9 @@ class SketchLstmBackwardStepOp : public OpKernel {
     const CounterDropout drawn(seed, keep_, rows, n);
 
     ForEachRow(ctx, rows, 60 * 4 * n, [&](int64_t begin, int64_t end) {
-      std::vector<float> scratch(3 * n), mask(drawn.on() ? n : 0);
+      std::vector<float> scratch(7 * n), mask(drawn.on() ? n : 0);
       Vec<float> dh(scratch.data(), n), c(scratch.data() + n, n), tanh_c(scratch.data() + 2 * n, n);
+      Vec<float> g(scratch.data() + 3 * n, 4 * n);  // the row's gates, read before d_gates replaces them
       for (int64_t b = begin; b < end; ++b) {
         Vec<float> dg(dg_data + b * 4 * n, 4 * n);
         Vec<float> pass_row(dh_pass_prev_data + b * n, n), dc_row(dc_prev_data + b * n, n);
@@ -477,7 +476,8 @@ class SketchLstmBackwardStepOp : public OpKernel {
           pass_row = dh;
           dc_row = dc_in;
         } else {
-          ConstVec<float> g(g_data + b * 4 * n, 4 * n), c_old(c_prev_data + b * n, n);
+          ConstVec<float> c_old(c_prev_data + b * n, n);
+          g = dg;
           auto i = g.segment(0, n), f = g.segment(n, n), cand = g.segment(2 * n, n),
                o = g.segment(3 * n, n);
           const float* drop_row = drop_data ? drop_data + b * n : nullptr;

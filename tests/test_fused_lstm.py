@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 
 import fused_lstm
-from seq2seqVAE import (CounterDropout, HParams, SketchLSTM, build_model, compile_model,
-                        counter_dropout_mask, lstm_recurrence, lstm_recurrence_autodiff)
+from seq2seqVAE import (
+    CounterDropout,
+    HParams,
+    SketchLSTM,
+    build_model,
+    compile_model,
+    counter_dropout_mask,
+    lstm_recurrence,
+    lstm_recurrence_autodiff,
+)
 
 TINY = "enc_rnn_size=8,dec_rnn_size=16,z_size=4,num_mixture=3,max_seq_len=12,batch_size=3"
 
@@ -43,7 +51,9 @@ def _outputs_and_gradients(recurrence, case, use_mask, use_dropout, reverse, las
 
     with tf.GradientTape() as tape:
         tape.watch([case["projected"], case["h0"], case["c0"]])
-        hs, h, c = recurrence(case["projected"], case["kernel"], case["h0"], case["c0"],
+        # Computed, as in a model (the fused loop updates it in place; a constant it copies).
+        projected = 2.0 * case["projected"]
+        hs, h, c = recurrence(projected, case["kernel"], case["h0"], case["c0"],
                               case["mask"] if use_mask else None,
                               case["dropout"] if use_dropout else None, reverse=reverse, **kwargs)
         # Reaches every output: the sequence, the last h (unless not `last_h`, as the
@@ -114,11 +124,11 @@ def test_the_ops_name_a_bad_shape(module):
         inside = tf.zeros([0], tf.bool) if inside is None else inside
         active = tf.zeros([0], tf.int32) if active is None else active
         recurrent = tf.zeros((projected.shape[1] if rows is None else rows, projected.shape[2]))
-        return module.sketch_lstm_forward_step(projected, step, recurrent, h, h, inside, tf.zeros([0]),
+        return module.sketch_lstm_forward_step(step, recurrent, h, h, inside, tf.zeros([0]),
                                                tf.zeros([0], tf.int32), active, *buffers)
 
     projected, h = tf.zeros((3, 2, 16)), tf.zeros((2, 4))
-    buffers = [tf.zeros((3, 2, 4)), tf.zeros((3, 2, 4)), tf.zeros((3, 2, 16)), tf.zeros((3, 2, 4))]
+    buffers = [tf.zeros((3, 2, 4)), tf.zeros((3, 2, 4)), projected, tf.zeros((3, 2, 4))]
     forward(projected, h, buffers)  # the right shapes
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected a state \(B, H\) = \(2, 4\)"):
         forward(projected, tf.zeros((2, 5)), buffers)
@@ -127,7 +137,7 @@ def test_the_ops_name_a_bad_shape(module):
     with pytest.raises(tf.errors.InvalidArgumentError, match="step 3 is outside 0..2"):
         forward(projected, h, buffers, step=3)
     with pytest.raises(tf.errors.InvalidArgumentError, match="`dropout_seed` \\(2,\\) without `dropout`"):
-        module.sketch_lstm_forward_step(projected, 0, tf.zeros((2, 16)), h, h, tf.zeros([0], tf.bool),
+        module.sketch_lstm_forward_step(0, tf.zeros((2, 16)), h, h, tf.zeros([0], tf.bool),
                                         tf.ones((3, 2, 4)), tf.constant([1, 2]), tf.zeros([0], tf.int32),
                                         *buffers, keep=0.5)
     with pytest.raises(tf.errors.InvalidArgumentError, match="`active` \\(T,\\) with `inside`"):
@@ -140,8 +150,12 @@ def test_the_ops_name_a_bad_shape(module):
     assert h_matmul.shape == (1, 4)  # handed on: the next step's one active row
     with pytest.raises(tf.errors.InvalidArgumentError, match="active\\[1\\] = 3 is outside 0..2"):
         forward(projected, h, buffers, inside=inside, active=tf.constant([2, 3, 0]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="inside the sequence at step 0, but only 1 rows"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="inside the sequence at step 0, but only 1"):
         forward(projected, h, buffers, inside=inside, active=tf.constant([1, 1, 0]), rows=1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`packed` needs `active`"):
+        none = tf.zeros([0], tf.int32)
+        module.sketch_lstm_forward_step(0, tf.zeros((2, 16)), h, h, tf.zeros([0], tf.bool), tf.zeros([0]),
+                                        none, none, *buffers, packed=True)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -160,7 +174,8 @@ def test_steps_with_few_or_no_rows_inside(module, reverse, matmul_dtype):
     if matmul_dtype is None:
         reference = _outputs_and_gradients(lstm_recurrence_autodiff, case, **args)
     else:  # the TF-op loop rounds at the same points
-        reference = _outputs_and_gradients(lstm_recurrence, case, fused=False, matmul_dtype=matmul_dtype, **args)
+        reference = _outputs_and_gradients(lstm_recurrence, case, fused=False, matmul_dtype=matmul_dtype,
+                                           **args)
     names = ["hs", "h", "c", "d_projected", "d_kernel", "d_h0", "d_c0"]
     for name, ours, expected in zip(names, fused, reference):
         np.testing.assert_allclose(ours, expected, atol=2e-5 if matmul_dtype is None else 2e-3, err_msg=name)
@@ -184,7 +199,8 @@ def test_a_masked_layer_sorts_its_rows_and_returns_them_in_order(module, backwar
     reference.set_weights(ours.get_weights())
     outputs, h, c = ours(x, initial_state=[h0, c0], step_mask=mask)
     for i, length in enumerate(lengths):
-        expected, expected_h, expected_c = reference(x[i:i + 1, :length], initial_state=[h0[i:i + 1], c0[i:i + 1]])
+        alone = reference(x[i:i + 1, :length], initial_state=[h0[i:i + 1], c0[i:i + 1]])
+        expected, expected_h, expected_c = alone
         if backwards:  # Keras returns the reversed sequence's outputs in processing order
             expected = expected[:, ::-1]
         np.testing.assert_allclose(outputs[i, :length], expected[0], atol=1e-5)
