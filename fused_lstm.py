@@ -156,11 +156,10 @@ def copies():
     return 0 if module is None else int(module.sketch_lstm_copies())
 
 
-def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype, keep=None):
+def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
     """The function (projected, recurrent_kernel, h0, c0, [step_mask], [dropout]) ->
     (hs, h_T, c_T) with the arguments and results of `seq2seqVAE.lstm_recurrence`, on the
-    ops of `module` (from `load()`). With `keep`, `dropout` is the (2,) int32 seed of a
-    `seq2seqVAE.CounterDropout(seed, keep)`, whose mask the ops draw themselves."""
+    ops of `module` (from `load()`)."""
     import tensorflow as tf
 
     mm_dtype = tf.as_dtype(matmul_dtype or "float32")
@@ -173,9 +172,7 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype, keep=N
         # The ops take empty tensors for "no padding mask" and "no dropout".
         no_tensor = tf.zeros([0], projected.dtype)
         inside = extra[0] if has_mask else tf.zeros([0], tf.bool)  # (T, B, 1) bool
-        dropout = extra[-1] if has_dropout and keep is None else no_tensor  # (T, B, H)
-        seed = extra[-1] if has_dropout and keep is not None else tf.zeros([0], tf.int32)
-        drawn = {} if keep is None else {"keep": keep}
+        dropout = extra[-1] if has_dropout else no_tensor  # (T, B, H)
         kernel = tf.cast(recurrent_kernel, mm_dtype)
         if has_mask:
             # Step k computes rows 0 .. active[k] - 1: up to the last row inside a sketch there
@@ -201,8 +198,8 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype, keep=N
         def body(t, h, h_matmul, c, *buffers):
             k = steps - 1 - t if reverse else t
             h, h_matmul, c, *buffers = module.sketch_lstm_forward_step(
-                k, tf.matmul(h_matmul, kernel), h, c, inside, dropout, seed, active, *buffers,
-                reverse=reverse, packed=packed, **drawn)
+                k, tf.matmul(h_matmul, kernel), h, c, inside, dropout, active, *buffers,
+                reverse=reverse, packed=packed)
             return (t + 1, h, h_matmul, c, *buffers)
 
         first = steps - 1 if reverse else 0
@@ -223,7 +220,7 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype, keep=N
                 k = i if reverse else steps - 1 - i  # the forward loop's steps, last first
                 d_gates_k, dh_pass, dc, d_projected, d_gates_matmul = module.sketch_lstm_backward_step(
                     c_prevs, k, dh_matmul, dh_pass, no_tensor if d_hs is None else d_hs, dc,
-                    inside, dropout, seed, active, d_projected, d_gates_matmul, packed=packed, **drawn)
+                    inside, dropout, active, d_projected, d_gates_matmul, packed=packed)
                 return i + 1, tf.matmul(d_gates_k, kernel_t), dh_pass, dc, d_projected, d_gates_matmul
 
             # No gradient through U into the last step: a matmul result of no rows. The

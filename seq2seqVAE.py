@@ -313,14 +313,10 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
         step_mask = None if mask is None else ops.expand_dims(ops.transpose(ops.cast(mask, "bool")), -1)
         dropout = None
         if use_dropout:
+            shape = (ops.shape(inputs)[1], ops.shape(inputs)[0], self.units)
             keep = self.recurrent_dropout_keep
-            if keras.backend.backend() == "tensorflow":  # a seed; the mask is drawn where used
-                seed = keras.random.randint((2,), -2**31, 2**31 - 1, seed=self.seed_generator, dtype="int32")
-                dropout = CounterDropout(seed, keep)
-            else:
-                shape = (ops.shape(inputs)[1], ops.shape(inputs)[0], self.units)
-                draw = keras.random.uniform(shape, seed=self.seed_generator, dtype=inputs.dtype)
-                dropout = ops.cast(draw < keep, inputs.dtype) / keep
+            draw = keras.random.uniform(shape, seed=self.seed_generator, dtype=inputs.dtype)
+            dropout = ops.cast(draw < keep, inputs.dtype) / keep
         if self.custom_gradient:
             recurrence = functools.partial(lstm_recurrence, fused=self.fused_cell)
         else:
@@ -371,60 +367,6 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
             "fused_cell": self.fused_cell,
         })
         return config
-
-
-@dataclasses.dataclass(frozen=True)
-class CounterDropout:
-    """Recurrent dropout given by a seed rather than a mask tensor (TensorFlow backend).
-
-    Element (k, b, j) of the (T, B, H) mask is 1 / keep where a hash of its index and the
-    seed is below keep, else 0 (`counter_dropout_mask`): i.i.d. Bernoulli(keep) draws, as
-    the official code's, that can be drawn again anywhere from the seed alone. The fused
-    LSTM ops draw each step's rows as they use them (forward and backward) instead of
-    generating, storing and reading a mask as large as the layer's output.
-
-    Attributes:
-        seed: (2,) int32 tensor. keep: the keep probability.
-    """
-
-    seed: object
-    keep: float
-
-    def mask(self, steps, batch, units):
-        return counter_dropout_mask(self.seed, steps, batch, units, self.keep)
-
-
-def counter_dropout_mask(seed, steps, batch, units, keep):
-    """The (T, B, H) float32 mask of `CounterDropout(seed, keep)`, with TensorFlow ops.
-
-    Element e = (k * B + b) * H + j (mod 2^32) is kept, as 1 / keep, where
-    mix(mix(e * 0x9E3779B9 + seed[0]) ^ seed[1]) >> 8 < round(keep * 2^24), mix being the
-    "lowbias32" integer hash; kernels/lstm_cell.cc computes the same function.
-    """
-    import tensorflow as tf
-
-    def u32(value):
-        return tf.constant(value, tf.uint32)
-
-    def mix(x):
-        x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, u32(16))) * u32(0x7FEB352D)
-        x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, u32(15))) * u32(0x846CA68B)
-        return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, u32(16)))
-
-    seed = tf.bitcast(tf.cast(seed, tf.int32), tf.uint32)
-    index = tf.cast(tf.range(tf.cast(steps * batch * units, tf.int64)), tf.uint32)
-    x = mix(tf.bitwise.bitwise_xor(mix(index * u32(0x9E3779B9) + seed[0]), seed[1]))
-    threshold = u32(math.floor(float(np.float32(keep)) * 2**24 + 0.5))
-    kept = tf.cast(tf.bitwise.right_shift(x, u32(8)) < threshold, tf.float32)
-    return tf.reshape(kept / tf.constant(keep, tf.float32), tf.stack([steps, batch, units]))
-
-
-def _dropout_tensor(dropout, projected, units):
-    """A dropout argument (None, a mask or a CounterDropout) as None or a (T, B, H) mask."""
-    if isinstance(dropout, CounterDropout):
-        shape = ops.shape(projected)
-        return dropout.mask(shape[0], shape[1], units)
-    return dropout
 
 
 def add_over_time(sequence, addend):
@@ -512,8 +454,7 @@ def lstm_recurrence_autodiff(projected, recurrent_kernel, h0, c0, step_mask=None
         step_mask: optional (T, B, 1) bool, True inside the sequence and False on padding
             (the state passes through padding unchanged).
         dropout: optional (T, B, H) mask, already divided by the keep probability,
-            multiplied into the cell candidate (recurrent dropout without memory loss), or
-            a `CounterDropout` (TensorFlow) giving that mask by a seed.
+            multiplied into the cell candidate (recurrent dropout without memory loss).
         reverse: run from the last step to the first.
         matmul_dtype: optional dtype (e.g. "bfloat16") for the recurrent matmul.
 
@@ -521,7 +462,6 @@ def lstm_recurrence_autodiff(projected, recurrent_kernel, h0, c0, step_mask=None
         (hs (T, B, H) in input order, h_T, c_T).
     """
     recurrent_kernel = _matmul_operand(ops.convert_to_tensor(recurrent_kernel), matmul_dtype)
-    dropout = _dropout_tensor(dropout, projected, ops.shape(h0)[-1])
     xs = (projected,) + tuple(t for t in (step_mask, dropout) if t is not None)
 
     def step(state, inputs):
@@ -556,18 +496,11 @@ def lstm_recurrence(projected, recurrent_kernel, h0, c0, step_mask=None, dropout
 
     # Not converted by AutoGraph when called inside a tf.function: it may run the compiler.
     module = tf.autograph.experimental.do_not_convert(fused_lstm.load)() if fused else None
-    keep = None  # with a CounterDropout on the fused ops: its keep; they take its seed
-    if isinstance(dropout, CounterDropout) and module is not None:
-        keep, dropout = dropout.keep, tf.cast(dropout.seed, tf.int32)
-    else:
-        dropout = _dropout_tensor(dropout, projected, tf.shape(h0)[-1])
     key = (step_mask is not None, dropout is not None, reverse, matmul_dtype)
-    variant = (module is not None, *key, keep)
+    variant = (module is not None, *key)
     if variant not in _RECURRENCES:  # one function per variant, built once
-        if module is None:
-            _RECURRENCES[variant] = _make_tf_recurrence(*key)
-        else:
-            _RECURRENCES[variant] = fused_lstm.make_recurrence(module, *key, keep=keep)
+        make = functools.partial(fused_lstm.make_recurrence, module) if module else _make_tf_recurrence
+        _RECURRENCES[variant] = make(*key)
     function = _RECURRENCES[variant]
 
     # A tensor, not the variable: tf.custom_gradient would otherwise want variable gradients.

@@ -25,11 +25,7 @@
 //
 // Layouts: T steps, B rows (sketches), H units, gates in the Keras order i, f, c (the
 // candidate), o. `inside` is (T, B) or (T, B, 1) bool, or empty for "every row is inside the
-// sketch"; `dropout` is (T, B, H), already divided by the keep probability, or empty for none,
-// or, with `dropout_seed`, drawn inside the ops: element (k, b, j) of the mask is kept where a
-// hash of its index and the seed falls below `keep` (CounterDropout; seq2seqVAE.counter_dropout_mask
-// computes the same mask with TensorFlow ops). The backward op draws the same mask again,
-// so no (T, B, H) mask is generated, stored or read.
+// sketch"; `dropout` is (T, B, H), already divided by the keep probability, or empty for none.
 //
 // Padding costs no matmul rows: with `active` (T,), step k multiplies only its first
 // active[k] rows (the recurrence sorts the sketches longest first, so these are the rows
@@ -42,7 +38,6 @@
 // the padding too.
 
 #include <atomic>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -79,7 +74,6 @@ REGISTER_OP("SketchLstmForwardStep")
     .Input("c_prev: float")     // (B, H)
     .Input("inside: bool")
     .Input("dropout: float")
-    .Input("dropout_seed: int32")  // (2,): draw the dropout mask here (see `keep`), or empty
     .Input("active: int32")     // (T,): rows that may be inside at each step, or empty
     .Input("hs: float")         // (T, B, H): h after each step; step k is written
     .Input("c_prevs: float")    // (T, B, H): c before each step; step k is written
@@ -95,12 +89,11 @@ REGISTER_OP("SketchLstmForwardStep")
     .Attr("T: {float, bfloat16}")
     .Attr("reverse: bool = false")  // the loop runs k = T-1 .. 0: the next step is k - 1
     .Attr("packed: bool = false")   // h_prevs holds only active rows, step after step
-    .Attr("keep: float = 1.0")      // keep probability of the dropout drawn from dropout_seed
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(2));
       c->set_output(1, c->Matrix(c->UnknownDim(), c->Dim(c->input(2), 1)));
       c->set_output(2, c->input(2));
-      for (int i = 0; i < 4; ++i) c->set_output(3 + i, c->input(8 + i));
+      for (int i = 0; i < 4; ++i) c->set_output(3 + i, c->input(7 + i));
       return absl::OkStatus();
     });
 
@@ -113,7 +106,6 @@ REGISTER_OP("SketchLstmBackwardStep")
     .Input("dc: float")               // (B, H): gradient of c after step k
     .Input("inside: bool")
     .Input("dropout: float")
-    .Input("dropout_seed: int32")     // as in the forward op
     .Input("active: int32")           // (T,) or empty, as in the forward op
     .Input("gates: float")            // (T, B, 4H): the forward pass's; step k's becomes its d_gates
     .Input("d_gates_matmul: T")       // the same in the matmul's dtype (bf16; see `packed`), or empty
@@ -124,13 +116,12 @@ REGISTER_OP("SketchLstmBackwardStep")
     .Output("d_gates_matmul_out: T")
     .Attr("T: {float, bfloat16}")
     .Attr("packed: bool = false")  // d_gates_matmul holds only active rows, step after step
-    .Attr("keep: float = 1.0")
     .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->Matrix(c->UnknownDim(), c->Dim(c->input(10), 2)));
+      c->set_output(0, c->Matrix(c->UnknownDim(), c->Dim(c->input(9), 2)));
       c->set_output(1, c->input(3));
       c->set_output(2, c->input(3));
-      c->set_output(3, c->input(10));
-      c->set_output(4, c->input(11));
+      c->set_output(3, c->input(9));
+      c->set_output(4, c->input(10));
       return absl::OkStatus();
     });
 
@@ -149,7 +140,7 @@ absl::Status ShapeError(const std::string& what, const Tensor& got) {
 
 // Checks the shapes shared by both ops; sets the op's error if they are wrong.
 void CheckShapes(OpKernelContext* ctx, int64_t steps, int64_t rows, int64_t units, const Tensor& inside,
-                 const Tensor& dropout, const Tensor& seed, const Tensor& active,
+                 const Tensor& dropout, const Tensor& active,
                  const std::vector<const Tensor*>& state) {
   for (const Tensor* t : state) {
     OP_REQUIRES(ctx, t->dims() == 2 && t->dim_size(0) == rows && t->dim_size(1) == units,
@@ -160,8 +151,6 @@ void CheckShapes(OpKernelContext* ctx, int64_t steps, int64_t rows, int64_t unit
               ShapeError("`inside` with T * B elements or none", inside));
   OP_REQUIRES(ctx, dropout.NumElements() == 0 || dropout.NumElements() == steps * rows * units,
               ShapeError("`dropout` (T, B, H) or empty", dropout));
-  OP_REQUIRES(ctx, seed.NumElements() == 0 || (seed.NumElements() == 2 && dropout.NumElements() == 0),
-              ShapeError("`dropout_seed` (2,) without `dropout`, or empty", seed));
   OP_REQUIRES(ctx, active.NumElements() == 0 || (active.NumElements() == steps && inside.NumElements() > 0),
               ShapeError("`active` (T,) with `inside`, or empty", active));
 }
@@ -205,50 +194,6 @@ int64_t CheckedStep(OpKernelContext* ctx, int input, int64_t steps) {
   return k;
 }
 
-uint32_t Mix(uint32_t x) {  // a 32-bit integer hash with good avalanche ("lowbias32")
-  x ^= x >> 16;
-  x *= 0x7feb352dU;
-  x ^= x >> 15;
-  x *= 0x846ca68bU;
-  x ^= x >> 16;
-  return x;
-}
-
-// Recurrent dropout drawn from a seed: element e = (k * B + b) * H + j (mod 2^32) is kept,
-// as 1 / keep, where Mix(Mix(e * 0x9E3779B9 + seed[0]) ^ seed[1]) / 2^8 < round(keep * 2^24).
-class CounterDropout {
- public:
-  CounterDropout(const Tensor& seed, float keep, int64_t rows, int64_t units)
-      : on_(seed.NumElements() == 2), rows_(rows), units_(units), scale_(1.0f / keep),
-        threshold_(static_cast<uint32_t>(std::floor(static_cast<double>(keep) * 16777216.0 + 0.5))) {
-    if (on_) {
-      seed0_ = static_cast<uint32_t>(seed.flat<int32_t>()(0));
-      seed1_ = static_cast<uint32_t>(seed.flat<int32_t>()(1));
-    }
-  }
-  bool on() const { return on_; }
-
-  // Row b of step k's mask into `out` (units floats).
-  void Row(int64_t k, int64_t b, float* out) const {
-    // Locals, not members, in the loop: then the compiler knows `out` does not alias them
-    // and vectorises it.
-    const uint32_t first = static_cast<uint32_t>((k * rows_ + b) * units_);
-    const uint32_t seed0 = seed0_, seed1 = seed1_, threshold = threshold_;
-    const float scale = scale_;
-    const int64_t units = units_;
-    for (int64_t j = 0; j < units; ++j) {
-      const uint32_t x = Mix(Mix((first + static_cast<uint32_t>(j)) * 0x9E3779B9U + seed0) ^ seed1);
-      out[j] = (x >> 8) < threshold ? scale : 0.0f;
-    }
-  }
-
- private:
-  bool on_;
-  int64_t rows_, units_;
-  float scale_;
-  uint32_t threshold_, seed0_ = 0, seed1_ = 0;
-};
-
 // How many leading rows step k computes: active[k], or every row. Rows from there on must be
 // padding at step k; the recurrence sorts sketches longest first so that they are.
 int64_t ActiveRows(OpKernelContext* ctx, const Tensor& active, int64_t k, int64_t rows) {
@@ -284,7 +229,6 @@ class SketchLstmForwardStepOp : public OpKernel {
   explicit SketchLstmForwardStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reverse", &reverse_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("packed", &packed_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("keep", &keep_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -293,21 +237,20 @@ class SketchLstmForwardStepOp : public OpKernel {
     const Tensor& c_prev = ctx->input(3);
     const Tensor& inside = ctx->input(4);
     const Tensor& dropout = ctx->input(5);
-    const Tensor& seed = ctx->input(6);
-    const Tensor& active = ctx->input(7);
-    const Tensor& gates_in = ctx->input(10);
+    const Tensor& active = ctx->input(6);
+    const Tensor& gates_in = ctx->input(9);
     OP_REQUIRES(ctx, gates_in.dims() == 3 && gates_in.dim_size(2) % 4 == 0,
                 ShapeError("`gates` (T, B, 4H)", gates_in));
     const int64_t steps = gates_in.dim_size(0), rows = gates_in.dim_size(1);
     const int64_t n = gates_in.dim_size(2) / 4;
-    CheckShapes(ctx, steps, rows, n, inside, dropout, seed, active, {&h_prev, &c_prev});
+    CheckShapes(ctx, steps, rows, n, inside, dropout, active, {&h_prev, &c_prev});
     if (!ctx->status().ok()) return;
     // h_{k-1} U for the step's active rows (all of them without `active`).
     OP_REQUIRES(ctx, recurrent.dims() == 2 && recurrent.dim_size(1) == 4 * n &&
                          (active.NumElements() ? recurrent.dim_size(0) <= rows : recurrent.dim_size(0) == rows),
                 ShapeError("`recurrent` (B, 4H), or (m <= B, 4H) with `active`", recurrent));
     const TensorShape sequence({steps, rows, n});
-    for (int i : {8, 9, 11}) {
+    for (int i : {7, 8, 10}) {
       OP_REQUIRES(ctx, ctx->input(i).shape() == sequence, ShapeError("(T, B, H)", ctx->input(i)));
     }
     const int64_t k = CheckedStep(ctx, 0, steps);
@@ -322,10 +265,10 @@ class SketchLstmForwardStepOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, h_prev.shape(), &h));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(DataTypeToEnum<T>::value, h_prev.shape(), &h_matmul_tensor));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, h_prev.shape(), &c));
-    float* hs = InPlace<float>(ctx, 8, 3);
-    float* c_prevs = InPlace<float>(ctx, 9, 4);
-    float* gates = InPlace<float>(ctx, 10, 5);
-    T* h_prevs = InPlace<T>(ctx, 11, 6);
+    float* hs = InPlace<float>(ctx, 7, 3);
+    float* c_prevs = InPlace<float>(ctx, 8, 4);
+    float* gates = InPlace<float>(ctx, 9, 5);
+    T* h_prevs = InPlace<T>(ctx, 10, 6);
     if (!ctx->status().ok()) return;
 
     const T* r_data = recurrent.flat<T>().data();
@@ -341,10 +284,8 @@ class SketchLstmForwardStepOp : public OpKernel {
     gates += k * rows * 4 * n;
     h_prevs += (packed_ ? PackedOffset(active, k) : k * rows) * n;
     std::atomic<bool> misplaced{false};
-    const CounterDropout drawn(seed, keep_, rows, n);
 
     ForEachRow(ctx, rows, 40 * 4 * n, [&](int64_t begin, int64_t end) {
-      std::vector<float> mask(drawn.on() ? n : 0);
       for (int64_t b = begin; b < end; ++b) {
         Vec<float> h_row(h_data + b * n, n), c_row(c_data + b * n, n);
         ConstVec<float> c_old(c_prev_data + b * n, n), h_old(h_prev_data + b * n, n);
@@ -362,13 +303,9 @@ class SketchLstmForwardStepOp : public OpKernel {
           g.segment(0, 2 * n) = g.segment(0, 2 * n).logistic();
           g.segment(2 * n, n) = g.segment(2 * n, n).tanh();
           g.segment(3 * n, n) = g.segment(3 * n, n).logistic();
-          const float* drop = drop_data ? drop_data + b * n : nullptr;
-          if (drawn.on()) {
-            drawn.Row(k, b, mask.data());
-            drop = mask.data();
-          }
-          if (drop) {
-            c_row = g.segment(n, n) * c_old + g.segment(0, n) * (g.segment(2 * n, n) * ConstVec<float>(drop, n));
+          if (drop_data) {
+            c_row = g.segment(n, n) * c_old +
+                    g.segment(0, n) * (g.segment(2 * n, n) * ConstVec<float>(drop_data + b * n, n));
           } else {
             c_row = g.segment(n, n) * c_old + g.segment(0, n) * g.segment(2 * n, n);
           }
@@ -386,7 +323,6 @@ class SketchLstmForwardStepOp : public OpKernel {
  private:
   bool reverse_ = false;
   bool packed_ = false;
-  float keep_ = 1.0f;
 };
 
 template <typename T>
@@ -394,7 +330,6 @@ class SketchLstmBackwardStepOp : public OpKernel {
  public:
   explicit SketchLstmBackwardStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("packed", &packed_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("keep", &keep_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -405,14 +340,13 @@ class SketchLstmBackwardStepOp : public OpKernel {
     const Tensor& dc = ctx->input(5);
     const Tensor& inside = ctx->input(6);
     const Tensor& dropout = ctx->input(7);
-    const Tensor& seed = ctx->input(8);
-    const Tensor& active = ctx->input(9);
-    const Tensor& gates_all = ctx->input(10);
+    const Tensor& active = ctx->input(8);
+    const Tensor& gates_all = ctx->input(9);
     OP_REQUIRES(ctx, gates_all.dims() == 3 && gates_all.dim_size(2) % 4 == 0,
                 ShapeError("`gates` (T, B, 4H)", gates_all));
     const int64_t steps = gates_all.dim_size(0), rows = gates_all.dim_size(1);
     const int64_t n = gates_all.dim_size(2) / 4;
-    CheckShapes(ctx, steps, rows, n, inside, dropout, seed, active, {&dh_pass, &dc});
+    CheckShapes(ctx, steps, rows, n, inside, dropout, active, {&dh_pass, &dc});
     if (!ctx->status().ok()) return;
     OP_REQUIRES(ctx, dh_matmul.dims() == 2 && dh_matmul.dim_size(0) <= rows && dh_matmul.dim_size(1) == n,
                 ShapeError("`dh_matmul` (m <= B, H)", dh_matmul));
@@ -421,9 +355,9 @@ class SketchLstmBackwardStepOp : public OpKernel {
     OP_REQUIRES(ctx, d_hs.NumElements() == 0 || d_hs.shape() == sequence,
                 ShapeError("`d_hs` (T, B, H) or empty", d_hs));
     constexpr bool kSeparate = !std::is_same_v<T, float>;  // bf16 needs its own copy of d_gates
-    OP_REQUIRES(ctx, kSeparate ? ctx->input(11).shape() == wide : ctx->input(11).NumElements() == 0,
+    OP_REQUIRES(ctx, kSeparate ? ctx->input(10).shape() == wide : ctx->input(10).NumElements() == 0,
                 ShapeError(kSeparate ? "`d_gates_matmul` (T, B, 4H)" : "empty `d_gates_matmul`",
-                           ctx->input(11)));
+                           ctx->input(10)));
     const int64_t k = CheckedStep(ctx, 1, steps);
     if (!ctx->status().ok()) return;
     const int64_t m = dh_matmul.dim_size(0);  // rows from m on get no gradient through U
@@ -436,12 +370,12 @@ class SketchLstmBackwardStepOp : public OpKernel {
     Tensor *dh_pass_prev = nullptr, *dc_prev = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, dh_pass.shape(), &dh_pass_prev));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, dc.shape(), &dc_prev));
-    float* gates = InPlace<float>(ctx, 10, 3);
+    float* gates = InPlace<float>(ctx, 9, 3);
     T* d_gates_matmul = nullptr;
     if constexpr (kSeparate) {
-      d_gates_matmul = InPlace<T>(ctx, 11, 4);
+      d_gates_matmul = InPlace<T>(ctx, 10, 4);
     } else {
-      ctx->set_output(4, ctx->input(11));
+      ctx->set_output(4, ctx->input(10));
     }
     if (!ctx->status().ok()) return;
     const float* c_prev_data = c_prevs.flat<float>().data() + k * rows * n;
@@ -456,10 +390,9 @@ class SketchLstmBackwardStepOp : public OpKernel {
     float* dh_pass_prev_data = dh_pass_prev->flat<float>().data();
     float* dc_prev_data = dc_prev->flat<float>().data();
     std::atomic<bool> misplaced{false};
-    const CounterDropout drawn(seed, keep_, rows, n);
 
     ForEachRow(ctx, rows, 60 * 4 * n, [&](int64_t begin, int64_t end) {
-      std::vector<float> scratch(7 * n), mask(drawn.on() ? n : 0);
+      std::vector<float> scratch(7 * n);
       Vec<float> dh(scratch.data(), n), c(scratch.data() + n, n), tanh_c(scratch.data() + 2 * n, n);
       Vec<float> g(scratch.data() + 3 * n, 4 * n);  // the row's gates, read before d_gates replaces them
       for (int64_t b = begin; b < end; ++b) {
@@ -481,10 +414,6 @@ class SketchLstmBackwardStepOp : public OpKernel {
           auto i = g.segment(0, n), f = g.segment(n, n), cand = g.segment(2 * n, n),
                o = g.segment(3 * n, n);
           const float* drop_row = drop_data ? drop_data + b * n : nullptr;
-          if (drawn.on()) {  // the forward op's mask, drawn again
-            drawn.Row(k, b, mask.data());
-            drop_row = mask.data();
-          }
           // c after the step, recomputed as the forward op computed it.
           if (drop_row) {
             ConstVec<float> drop(drop_row, n);
@@ -536,7 +465,6 @@ class SketchLstmBackwardStepOp : public OpKernel {
 
  private:
   bool packed_ = false;
-  float keep_ = 1.0f;
 };
 
 class SketchLstmCopiesOp : public OpKernel {

@@ -11,12 +11,10 @@ import pytest
 
 import fused_lstm
 from seq2seqVAE import (
-    CounterDropout,
     HParams,
     SketchLSTM,
     build_model,
     compile_model,
-    counter_dropout_mask,
     lstm_recurrence,
     lstm_recurrence_autodiff,
 )
@@ -124,8 +122,8 @@ def test_the_ops_name_a_bad_shape(module):
         inside = tf.zeros([0], tf.bool) if inside is None else inside
         active = tf.zeros([0], tf.int32) if active is None else active
         recurrent = tf.zeros((projected.shape[1] if rows is None else rows, projected.shape[2]))
-        return module.sketch_lstm_forward_step(step, recurrent, h, h, inside, tf.zeros([0]),
-                                               tf.zeros([0], tf.int32), active, *buffers)
+        return module.sketch_lstm_forward_step(step, recurrent, h, h, inside, tf.zeros([0]), active,
+                                               *buffers)
 
     projected, h = tf.zeros((3, 2, 16)), tf.zeros((2, 4))
     buffers = [tf.zeros((3, 2, 4)), tf.zeros((3, 2, 4)), projected, tf.zeros((3, 2, 4))]
@@ -136,10 +134,6 @@ def test_the_ops_name_a_bad_shape(module):
         forward(projected, h, buffers, inside=tf.zeros([5], tf.bool))
     with pytest.raises(tf.errors.InvalidArgumentError, match="step 3 is outside 0..2"):
         forward(projected, h, buffers, step=3)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="`dropout_seed` \\(2,\\) without `dropout`"):
-        module.sketch_lstm_forward_step(0, tf.zeros((2, 16)), h, h, tf.zeros([0], tf.bool),
-                                        tf.ones((3, 2, 4)), tf.constant([1, 2]), tf.zeros([0], tf.int32),
-                                        *buffers, keep=0.5)
     with pytest.raises(tf.errors.InvalidArgumentError, match="`active` \\(T,\\) with `inside`"):
         forward(projected, h, buffers, active=tf.constant([2, 2, 2]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="`recurrent` \\(B, 4H\\)"):
@@ -153,9 +147,8 @@ def test_the_ops_name_a_bad_shape(module):
     with pytest.raises(tf.errors.InvalidArgumentError, match="inside the sequence at step 0, but only 1"):
         forward(projected, h, buffers, inside=inside, active=tf.constant([1, 1, 0]), rows=1)
     with pytest.raises(tf.errors.InvalidArgumentError, match="`packed` needs `active`"):
-        none = tf.zeros([0], tf.int32)
         module.sketch_lstm_forward_step(0, tf.zeros((2, 16)), h, h, tf.zeros([0], tf.bool), tf.zeros([0]),
-                                        none, none, *buffers, packed=True)
+                                        tf.zeros([0], tf.int32), *buffers, packed=True)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -219,56 +212,6 @@ def test_a_masked_layer_sorts_its_rows_and_returns_them_in_order(module, backwar
         grads.append(tape.gradient(loss, layer.trainable_variables))
     for ours_grad, expected in zip(*grads):
         np.testing.assert_allclose(ours_grad, expected, atol=1e-4)
-
-
-def _numpy_counter_mask(seed, steps, batch, units, keep):
-    # The hash of CounterDropout, written again in NumPy from its description.
-    def mix(x):
-        x = (x ^ (x >> np.uint32(16))) * np.uint32(0x7FEB352D)
-        x = (x ^ (x >> np.uint32(15))) * np.uint32(0x846CA68B)
-        return x ^ (x >> np.uint32(16))
-
-    s0, s1 = np.array(seed, np.int32).view(np.uint32)
-    with np.errstate(over="ignore"):
-        e = np.arange(steps * batch * units, dtype=np.uint32)
-        x = mix(mix(e * np.uint32(0x9E3779B9) + s0) ^ s1)
-    kept = (x >> np.uint32(8)) < np.uint32(round(float(np.float32(keep)) * 2**24))
-    return (kept.astype(np.float32) / np.float32(keep)).reshape(steps, batch, units)
-
-
-def test_counter_dropout_masks_are_bernoulli_draws_given_by_the_seed():
-    mask = np.asarray(counter_dropout_mask(np.array([7, -3], np.int32), 60, 50, 64, 0.9))
-    np.testing.assert_array_equal(mask, _numpy_counter_mask([7, -3], 60, 50, 64, 0.9))
-    assert set(np.unique(mask)) == {0.0, np.float32(1) / np.float32(0.9)}
-    kept = mask > 0
-    n = kept.size
-    assert abs(kept.mean() - 0.9) < 4 * np.sqrt(0.9 * 0.1 / n)
-    # Neighbours in units, rows and steps are independent: both kept as often as keep^2.
-    for a, b in [(kept[..., 1:], kept[..., :-1]), (kept[:, 1:], kept[:, :-1]), (kept[1:], kept[:-1])]:
-        assert abs((a & b).mean() - 0.81) < 4 * np.sqrt(0.81 * 0.19 / a.size)
-    other = np.asarray(counter_dropout_mask(np.array([8, -3], np.int32), 60, 50, 64, 0.9)) > 0
-    assert abs((kept == other).mean() - (0.81 + 0.01)) < 0.01  # another seed: another mask
-    assert abs((np.asarray(counter_dropout_mask(np.array([7, -3], np.int32), 60, 50, 64, 0.5)) > 0).mean()
-               - 0.5) < 0.01
-
-
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("matmul_dtype", [None, "bfloat16"])
-def test_the_ops_draw_the_dropout_mask_of_the_seed(module, reverse, matmul_dtype):
-    # Drawn inside the ops (forward and backward) from the seed, the mask must be the one
-    # counter_dropout_mask gives, which the TensorFlow-op loop multiplies in as a tensor.
-    import tensorflow as tf
-
-    case = _case(np.random.default_rng(28), steps=9, batch=5, units=6)
-    seed = tf.constant([12345, -99], tf.int32)
-    mask = counter_dropout_mask(seed, 9, 5, 6, 0.8)
-    assert 0 < float(tf.reduce_mean(tf.cast(mask > 0, tf.float32))) < 1
-    args = dict(use_mask=True, use_dropout=True, reverse=reverse, matmul_dtype=matmul_dtype)
-    fused = _outputs_and_gradients(lstm_recurrence, dict(case, dropout=CounterDropout(seed, 0.8)),
-                                   fused=True, **args)
-    reference = _outputs_and_gradients(lstm_recurrence, dict(case, dropout=mask), fused=False, **args)
-    for ours, expected in zip(fused, reference):
-        np.testing.assert_allclose(ours, expected, atol=2e-5 if matmul_dtype is None else 2e-3)
 
 
 def test_training_step_is_the_same_with_and_without_the_fused_cell(module):
