@@ -153,12 +153,13 @@ def test_the_ops_name_a_bad_shape(module):
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("matmul_dtype", [None, "bfloat16"])
-def test_steps_with_few_or_no_rows_inside(module, reverse, matmul_dtype):
+@pytest.mark.parametrize("units", [4, 32])  # 32: d_gates rows of 512 bytes, handed on as views
+def test_steps_with_few_or_no_rows_inside(module, reverse, matmul_dtype, units):
     # Rows in no order, steps where one row is inside and steps where none is: each step
     # multiplies only the rows up to its last one inside, and the result is unchanged.
     import tensorflow as tf
 
-    case = _case(np.random.default_rng(26), steps=9, batch=5, units=4)
+    case = _case(np.random.default_rng(26), steps=9, batch=5, units=units)
     lengths = np.array([2, 6, 0, 3, 6])
     case["mask"] = tf.constant((np.arange(9)[:, None] < lengths)[..., None])
     args = dict(use_mask=True, use_dropout=True, reverse=reverse)
