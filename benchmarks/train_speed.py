@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/train_speed.py [--json] [--steps 0] [--padded_steps 10]
-        [--lever k=v,...] [--reference official=2.74] [--data ../shared/datasets/aaron_sheep.npz]
+        [--lever k=v,...] [--reference official=3.26] [--data ../shared/datasets/aaron_sheep.npz]
 
 Prints, for the default hparams (batch 100, enc 256, dec 512, z 128, M 20) and for a plain
 baseline of the same model (every batch padded to max_seq_len, autodiff LSTM, fp32, no XLA):
@@ -114,8 +114,8 @@ def main(argv=None):
     parser.add_argument("--padded_steps", type=int, default=10,
                         help="timed steps of padded configurations (bucket_batches=0)")
     parser.add_argument("--reference", action="append", default=[], metavar="NAME=S_PER_STEP",
-                        help="another implementation's s/step on this machine, e.g. official=2.74, "
-                             "to print each configuration's speed-up over it")
+                        help="another implementation's s/step on this machine, e.g. official=3.26 "
+                             "(from official_reference.py), to print each configuration's speed-up over it")
     parser.add_argument("--lever", action="append", default=[],
                         help="extra configuration as hparam overrides, e.g. jit_compile=True")
     parser.add_argument("--skip_baseline", action="store_true")

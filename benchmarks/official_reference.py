@@ -1,0 +1,108 @@
+"""Times the official Sketch-RNN code (Magenta's TensorFlow 1 graph) on this machine.
+
+The speed-ups in the README are ratios against this number, taken on the same machine as
+`train_speed.py`'s (pass it there as `--reference official=S_PER_STEP`). The official code
+is not part of this project: this script reads it from Magenta's published wheel, unchanged,
+and runs the body of its training loop (`sketch_rnn_train.train`: learning-rate and KL-weight
+schedules, `DataLoader.random_batch`, one `sess.run` of the train op) with its default
+hparams (batch 100, enc 256, dec 512, z 128, M 20, recurrent dropout 0.9) on aaron_sheep,
+every batch padded to max_seq_len (250). Summaries, evaluation and checkpoints are left out.
+
+It needs its own environment, since the official cells are Keras 2 (tf_keras) classes:
+
+    python3 -m venv /tmp/official && /tmp/official/bin/pip install tensorflow==2.21.0 tf-keras==2.21.0 six
+    /tmp/official/bin/pip download magenta==2.1.4 --no-deps -d /tmp/official/wheel
+    /tmp/official/bin/python benchmarks/official_reference.py \\
+        --wheel /tmp/official/wheel/magenta-2.1.4-py3-none-any.whl [--steps 10] [--json]
+
+From the wheel it takes models/sketch_rnn/*.py and contrib/training.py (the HParams class
+they use) as they are; magenta/__init__.py is replaced by an empty file, because the real one
+imports all of Magenta (music pipelines and their dependencies), which Sketch-RNN does not use.
+A benchmark, not a test: run it on an otherwise idle machine.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import zipfile
+
+TAKEN = ("magenta/models/__init__.py", "magenta/contrib/__init__.py", "magenta/contrib/training.py")
+
+
+def unpack(wheel, folder):
+    """The official Sketch-RNN package from Magenta's wheel, into `folder` (on sys.path)."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = [name for name in archive.namelist()
+                 if name in TAKEN or (name.startswith("magenta/models/sketch_rnn/") and name.endswith(".py"))]
+        if not any(name.endswith("sketch_rnn/model.py") for name in names):
+            raise SystemExit(f"error: --wheel {wheel}: no magenta/models/sketch_rnn/model.py in it")
+        archive.extractall(folder, members=names)
+    with open(os.path.join(folder, "magenta", "__init__.py"), "w"):
+        pass
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wheel", required=True, help="magenta-2.1.4-py3-none-any.whl (pip download)")
+    parser.add_argument("--data_dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                           "..", "..", "shared", "datasets"))
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.wheel):
+        parser.error(f"--wheel {args.wheel}: no such file")
+
+    # The official cells subclass tf.compat.v1's RNNCell, which TF >= 2.16 has only with tf_keras.
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    folder = tempfile.mkdtemp(prefix="sketch-rnn-official-")
+    unpack(args.wheel, folder)
+    sys.path.insert(0, folder)
+    import numpy as np
+    import tensorflow.compat.v1 as tf
+    from magenta.models.sketch_rnn import model as official_model
+    from magenta.models.sketch_rnn import sketch_rnn_train
+
+    tf.disable_v2_behavior()  # as sketch_rnn_train.console_entry_point
+    np.random.seed(args.seed)
+    hps = official_model.get_default_hparams()  # data_set=['aaron_sheep.npz']
+    train_set, _, _, hps, eval_hps, _ = sketch_rnn_train.load_dataset(args.data_dir, hps)
+    sketch_rnn_train.reset_graph()
+    tf.set_random_seed(args.seed)
+    model = official_model.Model(hps)
+    official_model.Model(eval_hps, reuse=True)  # as sketch_rnn_train.trainer
+    session = tf.Session()
+    session.run(tf.global_variables_initializer())
+
+    def train_step():  # the body of sketch_rnn_train.train
+        step = session.run(model.global_step)
+        lr = (hps.learning_rate - hps.min_learning_rate) * hps.decay_rate ** step + hps.min_learning_rate
+        kl_weight = hps.kl_weight - (hps.kl_weight - hps.kl_weight_start) * hps.kl_decay_rate ** step
+        _, x, lengths = train_set.random_batch()
+        feed = {model.input_data: x, model.sequence_lengths: lengths, model.lr: lr,
+                model.kl_weight: kl_weight}
+        return session.run([model.r_cost, model.kl_cost, model.train_op], feed)[:2]
+
+    for _ in range(args.warmup):
+        train_step()
+    losses = []
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        losses.append(train_step())
+    seconds = (time.perf_counter() - start) / args.steps
+    print(f"official: {seconds:.3f} s/step, {hps.batch_size / seconds:.1f} sketches/s "
+          f"({args.steps} steps, batch {hps.batch_size}, max_seq_len {hps.max_seq_len}, "
+          f"TensorFlow {tf.__version__}); reconstruction loss "
+          f"{losses[0][0]:.3f} -> {losses[-1][0]:.3f}")
+    if args.json:
+        print(json.dumps({"official_s_per_step": seconds, "official_sketches_per_s": hps.batch_size / seconds,
+                          "steps": args.steps, "max_seq_len": int(hps.max_seq_len)}))
+
+
+if __name__ == "__main__":
+    main()
