@@ -5,7 +5,8 @@ step is h @ U (d_gates @ U^T going back). Written in TensorFlow ops, the rest of
 input projection's add, four activations, the cell update, recurrent dropout, the padding
 mask, casts for bf16) is about 20 small ops forward and 30 back, and on a CPU those, not the
 matmuls, take most of the time. `kernels/lstm_cell.cc` does that work in one pass per step
-(`SketchLstmForwardStep`, `SketchLstmBackwardStep`); the matmuls stay TensorFlow's (oneDNN, bf16 on AMX).
+(`SketchLstmForwardStep`, `SketchLstmBackwardStep`); the matmuls stay TensorFlow's (oneDNN,
+bf16 where the CPU has it).
 
 The op library is compiled on first use with the C++ compiler (`$CXX`, else g++) and the
 flags TensorFlow reports (`tf.sysconfig`), for the CPU it runs on, and cached in

@@ -433,7 +433,7 @@ def _lstm_step(projected_t, h, c, recurrent_kernel, inside_t, dropout_t, matmul_
 
 
 def _recurrent_matmul(h, recurrent_kernel, matmul_dtype):
-    """h @ U; with `matmul_dtype` (bfloat16 on AMX) h is rounded to it, and U must already
+    """h @ U; with `matmul_dtype` (bfloat16 on AVX512-BF16 or AMX) h is rounded to it, and U must already
     be in it (cast once per sequence, not once per step)."""
     if matmul_dtype is None:
         return ops.matmul(h, recurrent_kernel)

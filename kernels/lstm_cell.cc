@@ -246,8 +246,9 @@ class SketchLstmForwardStepOp : public OpKernel {
     CheckShapes(ctx, steps, rows, n, inside, dropout, active, {&h_prev, &c_prev});
     if (!ctx->status().ok()) return;
     // h_{k-1} U for the step's active rows (all of them without `active`).
-    OP_REQUIRES(ctx, recurrent.dims() == 2 && recurrent.dim_size(1) == 4 * n &&
-                         (active.NumElements() ? recurrent.dim_size(0) <= rows : recurrent.dim_size(0) == rows),
+    const bool rows_ok = recurrent.dims() == 2 && (active.NumElements() ? recurrent.dim_size(0) <= rows
+                                                                        : recurrent.dim_size(0) == rows);
+    OP_REQUIRES(ctx, rows_ok && recurrent.dim_size(1) == 4 * n,
                 ShapeError("`recurrent` (B, 4H), or (m <= B, 4H) with `active`", recurrent));
     const TensorShape sequence({steps, rows, n});
     for (int i : {7, 8, 10}) {
@@ -259,7 +260,8 @@ class SketchLstmForwardStepOp : public OpKernel {
     const int64_t next_rows = ActiveRows(ctx, active, reverse_ ? k - 1 : k + 1, rows);
     if (!ctx->status().ok()) return;
     OP_REQUIRES(ctx, !packed_ || (active.NumElements() > 0 && m == ActiveRows(ctx, active, k, rows)),
-                absl::InvalidArgumentError("lstm step: `packed` needs `active` and active[k] rows of `recurrent`"));
+                absl::InvalidArgumentError("lstm step: `packed` needs `active`, and active[k] rows "
+                                           "of `recurrent`"));
 
     Tensor *h = nullptr, *c = nullptr, h_matmul_tensor;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, h_prev.shape(), &h));
@@ -447,7 +449,8 @@ class SketchLstmBackwardStepOp : public OpKernel {
     // a view of the buffer they were written to, or a copy where that view would not be
     // aligned as TensorFlow's kernels require.
     Tensor rows_of_buffer;  // the buffer as (T * B, 4H)
-    OP_REQUIRES(ctx, rows_of_buffer.CopyFrom(*ctx->mutable_output(kSeparate ? 4 : 3), TensorShape({steps * rows, 4 * n})),
+    OP_REQUIRES(ctx, rows_of_buffer.CopyFrom(*ctx->mutable_output(kSeparate ? 4 : 3),
+                                             TensorShape({steps * rows, 4 * n})),
                 absl::InternalError("lstm step: could not view the d_gates buffer"));
     const int64_t first = kSeparate ? mm_row : k * rows;
     const Tensor source = rows_of_buffer.Slice(first, first + active_rows);
