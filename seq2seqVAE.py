@@ -239,7 +239,9 @@ class SketchLSTM(_SavesSeedState, keras.layers.Layer):
         inputs: (B, T, D1). `constant`: optional (B, D2) appended to every step's input
         (the decoder's z); its projection is computed once per sequence.
         initial_state: optional [h, c], each (B, H). `step_mask`: optional (B, T) bool;
-        masked steps carry the state through unchanged (right padding).
+        masked steps carry the state through unchanged (right padding). A masked batch is
+        run longest sequence first, so that the fused cell multiplies only the rows still
+        inside a sequence, and its results are returned in the input's order.
 
     Returns:
         (outputs (B, T, H), h, c) with return_sequences, else (h, c).
