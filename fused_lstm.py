@@ -208,7 +208,7 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
                  projected, empty(units, mm_dtype))
         _, h, _, c, hs, c_prevs, gates, h_prevs = tf.while_loop(
             lambda t, *_: t < steps, body, start, maximum_iterations=steps,
-            shape_invariants=_invariants(start, h_matmul=2))
+            shape_invariants=_rows_vary(start, 2))  # h_matmul: the next step's active rows
 
         def grad(d_hs, d_h, d_c):
             # Dense: a gather of the rows (SketchLSTM's sort) sends back IndexedSlices.
@@ -230,7 +230,7 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
                      empty(4 * units, mm_dtype) if bf16 else tf.zeros([0], mm_dtype))
             _, dh_matmul, dh_pass, dc0, d_projected, d_gates_matmul = tf.while_loop(
                 lambda i, *_: i < steps, back, start, maximum_iterations=steps,
-                shape_invariants=_invariants(start, dh_matmul=1))
+                shape_invariants=_rows_vary(start, 1))  # dh_matmul: as many rows as d_gates_k
             # The first step's active rows got a gradient through U; the others pass through.
             dh_matmul = tf.pad(dh_matmul, [[0, batch - tf.shape(dh_matmul)[0]], [0, 0]])
             dh0 = tf.cast(dh_matmul, h0.dtype) + dh_pass
@@ -248,12 +248,11 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
     return recurrence
 
 
-def _invariants(loop_vars, **varying):
-    """Shape invariants of a while loop's variables: the position given by each keyword's
-    value (in `varying`) may change its number of rows from one step to the next."""
+def _rows_vary(loop_vars, position):
+    """Shape invariants of a while loop's variables: their shapes, except that the variable
+    at `position` may change its number of rows from one step to the next."""
     import tensorflow as tf
 
     shapes = [tf.TensorShape(tf.convert_to_tensor(v).shape) for v in loop_vars]
-    for position in varying.values():
-        shapes[position] = tf.TensorShape([None]).concatenate(shapes[position][1:])
+    shapes[position] = tf.TensorShape([None]).concatenate(shapes[position][1:])
     return tuple(shapes)

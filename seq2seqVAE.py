@@ -496,9 +496,9 @@ def lstm_recurrence(projected, recurrent_kernel, h0, c0, step_mask=None, dropout
                                         reverse, matmul_dtype)
     import tensorflow as tf
 
+    key = (step_mask is not None, dropout is not None, reverse, matmul_dtype)
     # Not converted by AutoGraph when called inside a tf.function: it may run the compiler.
     module = tf.autograph.experimental.do_not_convert(fused_lstm.load)() if fused else None
-    key = (step_mask is not None, dropout is not None, reverse, matmul_dtype)
     variant = (module is not None, *key)
     if variant not in _RECURRENCES:  # one function per variant, built once
         make = functools.partial(fused_lstm.make_recurrence, module) if module else _make_tf_recurrence
