@@ -124,7 +124,7 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
 
     from batch_generator import SketchBatches
     from callbacks import BatchEpoch, Checkpoint, KLWeightAnnealing, LearningRateDecay, write_json_atomically
-    from seq2seqVAE import build_model, compile_model, resolved_matmul_dtype
+    from seq2seqVAE import build_model, compile_model, describe_engines, resolved_matmul_dtype
 
     config_path = os.path.join(experiment_dir, "model_config.json")
     checkpoint_dir = os.path.join(experiment_dir, "checkpoints")
@@ -172,8 +172,10 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
     ]
     print(f"Training on {len(loaders['train'])} sketches of {','.join(data_sets)} "
           f"({len(train_batches)} steps per epoch, scale factor {scale_factor:.4f}, "
-          f"LSTM matmuls in {resolved_matmul_dtype(hps)}); "
+          f"recurrent matmuls in {resolved_matmul_dtype(hps)}); "
           f"run folder {experiment_dir}" + (f"; resuming from {checkpoint}" if checkpoint else ""))
+    for line in describe_engines(model):  # which engine runs each RNN, and why
+        print(f"  {line}")
     # Ctrl-C asks the run to stop after the current batch: a KeyboardInterrupt raised inside
     # TensorFlow's C++ can surface as a SystemError instead (seen in CI). A second Ctrl-C
     # stops at once; checkpoints are atomic either way.
@@ -305,11 +307,13 @@ def load_checkpoint(model, path):
     import keras
     import numpy as np
 
+    from sketch_rnn import legacy
+
     model.optimizer.build(model.trainable_variables)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model.load_weights(path)
+            legacy.load_weights(model, path)  # converts a file of the former layout
         except (ValueError, TypeError, KeyError, OSError) as err:
             # Keras says "N objects could not be loaded. Example error message for <layer>:",
             # the reason on the next line, then the whole variable's values: cut it short.

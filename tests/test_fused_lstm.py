@@ -1,4 +1,4 @@
-"""The fused LSTM cell (kernels/lstm_cell.cc via fused_lstm.py) against autodiff and the TF-op loop."""
+"""The fused LSTM engine (tf_backend/lstm_cell.cc) against the generic unroll and the TF-op loop."""
 
 import dataclasses
 import os
@@ -8,16 +8,14 @@ import sys
 import keras
 import numpy as np
 import pytest
+from recurrences import lstm_layer, lstm_recurrence, lstm_recurrence_autodiff
 
-import fused_lstm
 from seq2seqVAE import (
     HParams,
-    SketchLSTM,
     build_model,
     compile_model,
-    lstm_recurrence,
-    lstm_recurrence_autodiff,
 )
+from sketch_rnn.tf_backend import fused_lstm
 
 TINY = "enc_rnn_size=8,dec_rnn_size=16,z_size=4,num_mixture=3,max_seq_len=12,batch_size=3"
 
@@ -186,7 +184,7 @@ def test_a_masked_layer_sorts_its_rows_and_returns_them_in_order(module, backwar
     h0, c0 = (rng.normal(size=(4, 5)).astype(np.float32) for _ in range(2))
     lengths = [3, 7, 3, 5]
     mask = np.arange(8)[None] < np.array(lengths)[:, None]
-    ours = SketchLSTM(5, go_backwards=backwards, return_sequences=True, fused_cell=True)
+    ours = lstm_layer(5, go_backwards=backwards, return_sequences=True, fused_cell=True)
     reference = keras.layers.LSTM(5, go_backwards=backwards, return_sequences=True, return_state=True)
     ours(x)
     reference(x)
@@ -201,7 +199,7 @@ def test_a_masked_layer_sorts_its_rows_and_returns_them_in_order(module, backwar
         np.testing.assert_allclose(h[i], expected_h[0], atol=1e-5)
         np.testing.assert_allclose(c[i], expected_c[0], atol=1e-5)
     # And the gradients are those of the unfused, autodiff layer.
-    unfused = SketchLSTM(5, go_backwards=backwards, return_sequences=True, custom_gradient=False)
+    unfused = lstm_layer(5, go_backwards=backwards, return_sequences=True, custom_gradient=False)
     unfused(x)
     unfused.set_weights(ours.get_weights())
     weights = rng.normal(size=(4, 8, 5)).astype(np.float32)
@@ -286,7 +284,7 @@ def test_a_missing_source_means_a_warning(monkeypatch, tmp_path):
 
 def test_a_damaged_cached_kernel_is_rebuilt(tmp_path):
     env = dict(os.environ, SKETCH_RNN_KERNEL_DIR=str(tmp_path))
-    code = "import fused_lstm; assert fused_lstm.load() is not None"
+    code = "from sketch_rnn.tf_backend import fused_lstm; assert fused_lstm.load() is not None"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     first = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
@@ -301,7 +299,7 @@ def test_a_damaged_cached_kernel_is_rebuilt(tmp_path):
 def test_the_kernel_is_built_once_and_cached(tmp_path):
     # In fresh processes: one process must not load two copies of the op library.
     env = dict(os.environ, SKETCH_RNN_KERNEL_DIR=str(tmp_path))
-    code = "import fused_lstm; assert fused_lstm.load() is not None"
+    code = "from sketch_rnn.tf_backend import fused_lstm; assert fused_lstm.load() is not None"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     first = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
                            text=True)

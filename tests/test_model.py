@@ -7,10 +7,10 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from recurrences import lstm_layer, lstm_recurrence, lstm_recurrence_autodiff
 
 from seq2seqVAE import (
     HParams,
-    SketchLSTM,
     build_model,
     compile_model,
     get_mixture_coef,
@@ -98,7 +98,7 @@ def test_kl_matches_closed_form():
 
 
 def _lstm_pair(units=6, input_dim=4):
-    ours = SketchLSTM(units, return_sequences=True)
+    ours = lstm_layer(units, return_sequences=True)
     reference = keras.layers.LSTM(units, return_sequences=True, return_state=True)
     x = np.zeros((1, 3, input_dim), np.float32)
     ours(x)
@@ -140,7 +140,7 @@ def test_step_mask_equals_running_each_sketch_at_its_length_in_both_directions()
     lengths = [8, 5, 2]
     mask = np.arange(8)[None] < np.array(lengths)[:, None]
     for backwards in (False, True):
-        ours = SketchLSTM(6, go_backwards=backwards)
+        ours = lstm_layer(6, go_backwards=backwards)
         reference = keras.layers.LSTM(6, go_backwards=backwards)
         ours(x)
         reference(x)
@@ -153,13 +153,13 @@ def test_step_mask_equals_running_each_sketch_at_its_length_in_both_directions()
 
 def test_recurrent_dropout_only_in_training_and_seeded():
     x = np.random.default_rng(6).normal(size=(2, 6, 3)).astype(np.float32)
-    a = SketchLSTM(5, recurrent_dropout_keep=0.5, return_sequences=True, seed=7)
-    b = SketchLSTM(5, recurrent_dropout_keep=0.5, return_sequences=True, seed=7)
+    a = lstm_layer(5, recurrent_dropout_keep=0.5, return_sequences=True, seed=7)
+    b = lstm_layer(5, recurrent_dropout_keep=0.5, return_sequences=True, seed=7)
     a(x)
     b(x)
     b.set_weights(a.get_weights())
     inference = a(x, training=False)[0]
-    plain = SketchLSTM(5, return_sequences=True)
+    plain = lstm_layer(5, return_sequences=True)
     plain(x)
     plain.set_weights(a.get_weights())
     np.testing.assert_allclose(inference, plain(x)[0], atol=1e-6)
@@ -278,8 +278,6 @@ def test_model_output_shape_and_total_loss():
 def test_hand_written_backward_pass_equals_autodiff(use_mask, use_dropout, reverse):
     import tensorflow as tf
 
-    from seq2seqVAE import lstm_recurrence, lstm_recurrence_autodiff
-
     rng = np.random.default_rng(9)
     steps, batch, units = 7, 3, 4
     projected = tf.constant(rng.normal(size=(steps, batch, 4 * units)), tf.float32)
@@ -326,8 +324,6 @@ def test_evaluation_losses_do_not_depend_on_the_padding():
 def test_bfloat16_recurrent_matmuls_stay_close_to_float32():
     import tensorflow as tf
 
-    from seq2seqVAE import lstm_recurrence
-
     rng = np.random.default_rng(11)
     steps, batch, units = 20, 4, 16
     projected = tf.constant(rng.normal(size=(steps, batch, 4 * units)), tf.float32)
@@ -346,13 +342,13 @@ def test_bfloat16_recurrent_matmuls_stay_close_to_float32():
 
 
 def test_auto_matmul_dtype_follows_the_cpu(monkeypatch):
-    import seq2seqVAE
+    from sketch_rnn import model
 
-    monkeypatch.setattr(seq2seqVAE, "_cpu_has_native_bfloat16", lambda: True)
-    assert seq2seqVAE.resolved_matmul_dtype(HParams()) == "bfloat16"
-    monkeypatch.setattr(seq2seqVAE, "_cpu_has_native_bfloat16", lambda: False)
-    assert seq2seqVAE.resolved_matmul_dtype(HParams()) == "float32"
-    assert seq2seqVAE.resolved_matmul_dtype(HParams(lstm_matmul_dtype="bfloat16")) == "bfloat16"
+    monkeypatch.setattr(model, "_cpu_has_native_bfloat16", lambda: True)
+    assert model.resolved_matmul_dtype(HParams()) == "bfloat16"
+    monkeypatch.setattr(model, "_cpu_has_native_bfloat16", lambda: False)
+    assert model.resolved_matmul_dtype(HParams()) == "float32"
+    assert model.resolved_matmul_dtype(HParams(lstm_matmul_dtype="bfloat16")) == "bfloat16"
 
 
 def test_the_encoder_summarises_each_direction_by_its_final_h():
@@ -407,7 +403,7 @@ def test_resuming_from_an_older_checkpoint_moves_the_later_ones_aside(tmp_path):
 def test_add_over_time_gradients_equal_the_plain_sum(addend_shape):
     import tensorflow as tf
 
-    from seq2seqVAE import add_over_time
+    from sketch_rnn.tf_backend import add_over_time
 
     rng = np.random.default_rng(12)
     sequence = tf.constant(rng.normal(size=(5, 3, 6)), tf.float32)

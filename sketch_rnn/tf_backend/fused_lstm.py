@@ -1,10 +1,10 @@
 """The LSTM recurrence with each step's element-wise work fused into one C++ op (CPU, TensorFlow).
 
-`seq2seqVAE.lstm_recurrence` runs the LSTM as a TensorFlow while loop whose only matmul per
-step is h @ U (d_gates @ U^T going back). Written in TensorFlow ops, the rest of a step (the
+`tf_backend.lstm.lstm_recurrence` runs the LSTM as a TensorFlow while loop whose only matmul
+per step is h @ U (d_gates @ U^T going back). Written in TensorFlow ops, the rest of a step (the
 input projection's add, four activations, the cell update, recurrent dropout, the padding
 mask, casts for bf16) is about 20 small ops forward and 30 back, and on a CPU those, not the
-matmuls, take most of the time. `kernels/lstm_cell.cc` does that work in one pass per step
+matmuls, take most of the time. `lstm_cell.cc` (beside this file) does that work in one pass per step
 (`SketchLstmForwardStep`, `SketchLstmBackwardStep`); the matmuls stay TensorFlow's (oneDNN,
 bf16 where the CPU has it).
 
@@ -12,8 +12,9 @@ The op library is compiled on first use with the C++ compiler (`$CXX`, else g++)
 flags TensorFlow reports (`tf.sysconfig`), for the CPU it runs on, and cached in
 `$SKETCH_RNN_KERNEL_DIR` (default `~/.cache/sketch-rnn-keras`) under a hash of the source,
 the TensorFlow version, the compiler and the CPU. Where it cannot be built or loaded (no
-compiler, another backend, a GPU, XLA), `load()` returns None with one warning and the model
-uses the TensorFlow-op recurrence, which computes the same function.
+compiler, another backend, a GPU, XLA), `load()` returns None with one warning, `reason()`
+says why, and the engine dispatcher (`sketch_rnn.engines`) picks the TensorFlow-op recurrence,
+which computes the same function.
 """
 
 import hashlib
@@ -26,7 +27,7 @@ import tempfile
 import threading
 import warnings
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "lstm_cell.cc")
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lstm_cell.cc")
 
 _loaded = {}  # "module" -> the op module or None once tried
 _lock = threading.Lock()  # one build at a time; other callers wait for its result
@@ -50,11 +51,17 @@ def load():
                 _loaded["module"] = None
                 if not isinstance(error, _Unavailable):
                     error = f"{type(error).__name__}: {error}"
+                _loaded["reason"] = str(error) or "not on this device or backend"
                 if str(error):
                     warnings.warn(f"sketch-rnn: the fused LSTM kernel is off ({error}); using "
                                   "TensorFlow ops for the LSTM steps (same results, slower).",
                                   stacklevel=2)
         return _loaded["module"]
+
+
+def reason():
+    """Why `load()` returned None ('' before it was called or when it succeeded)."""
+    return _loaded.get("reason", "")
 
 
 class _Unavailable(Exception):
@@ -159,7 +166,7 @@ def copies():
 
 def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
     """The function (projected, recurrent_kernel, h0, c0, [step_mask], [dropout]) ->
-    (hs, h_T, c_T) with the arguments and results of `seq2seqVAE.lstm_recurrence`, on the
+    (hs, h_T, c_T) with the arguments and results of `lstm.lstm_recurrence`, on the
     ops of `module` (from `load()`)."""
     import tensorflow as tf
 

@@ -1,0 +1,59 @@
+"""The few things that differ between Keras backends, behind one small interface.
+
+On TensorFlow they come from `sketch_rnn.tf_backend` (the only package that imports
+TensorFlow); on JAX and PyTorch from `keras.ops`, or from JAX itself for compiling.
+"""
+
+import keras
+from keras import ops
+
+
+def name():
+    """The Keras backend: "tensorflow", "jax", "torch" or "numpy"."""
+    return keras.backend.backend()
+
+
+def is_tensorflow():
+    return name() == "tensorflow"
+
+
+def tensorflow():
+    """The TensorFlow backend module (import it only on TensorFlow)."""
+    from sketch_rnn import tf_backend
+
+    return tf_backend
+
+
+def scan(step, init, xs, reverse=False):
+    """`keras.ops.scan`: `step(carry, x_t) -> (carry, y_t)` over axis 0 of the tuple `xs`."""
+    if is_tensorflow():
+        return tensorflow().scan(step, init, xs, reverse)
+    return ops.scan(step, init, tuple(xs), reverse=reverse)
+
+
+def add_over_time(sequence, addend):
+    """sequence (T, B, D) + addend, (D) or (B, D), the same at every step."""
+    if is_tensorflow():
+        return tensorflow().add_over_time(sequence, addend)
+    return sequence + addend
+
+
+def gpu_available():
+    if is_tensorflow():
+        return tensorflow().gpu_available()
+    return False  # only the TensorFlow backend has a GPU engine (cuDNN)
+
+
+def compile_function(function, input_signature, jit_compile=True):
+    """`function` compiled for inputs of `input_signature`, a list of (shape, dtype).
+
+    TensorFlow: one `tf.function` trace (XLA if `jit_compile`); JAX: `jax.jit`, which
+    compiles once per input shape; PyTorch: the function as it is (eager).
+    """
+    if is_tensorflow():
+        return tensorflow().compile_function(function, input_signature, jit_compile)
+    if name() == "jax":
+        import jax
+
+        return jax.jit(function)
+    return function

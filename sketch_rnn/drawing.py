@@ -1,0 +1,450 @@
+"""Drawing with a trained model: sub-models, interpolation and `SketchRNNDrawer`.
+
+What a trained model needs to draw: encoder and decoder sub-models that share its layers
+(the decoder step calls the decoder cell's own `step`), latent interpolation, and
+`SketchRNNDrawer`, which loads a run folder and samples whole batches of sketches in one
+compiled loop. Stroke formats and pictures (SVG, PNG, GIF) live in utils.py.
+"""
+
+import os
+
+import keras
+import numpy as np
+from keras import ops
+
+import utils
+from sketch_rnn import backend, legacy
+from sketch_rnn.hparams import load_config
+from sketch_rnn.mixture import sample_stroke
+from sketch_rnn.model import build_model
+
+
+@keras.saving.register_keras_serializable(package="sketch_rnn")
+class CellStep(keras.layers.Layer):
+    """One step of a (shared) cell, without dropout: the decoder step of `decoder_step_model`.
+
+    Call args: point (B, 1, D1), state (a list of (B, n) tensors), constant (B, D2) or None.
+    Returns: (output (B, 1, H), *new_state).
+    """
+
+    def __init__(self, cell, **kwargs):
+        super().__init__(**kwargs)
+        self.cell = cell
+
+    def call(self, point, state, constant=None):
+        projected = self.cell.input_projection(point[:, 0]) + self.cell.constant_projection(constant)
+        output, new_state = self.cell.step(projected, tuple(state))
+        return (ops.expand_dims(output, 1), *new_state)
+
+    def compute_output_spec(self, point, state, constant=None):
+        batch = point.shape[0]
+        return (keras.KerasTensor((batch, 1, self.cell.units), dtype=point.dtype),
+                *(keras.KerasTensor((batch, n), dtype=point.dtype) for n in self.cell.state_sizes))
+
+
+def lerp(z0, z1, t):
+    """Linear interpolation (1 - t) z0 + t z1; t a scalar or (S,) -> (Nz,) or (S, Nz)."""
+    z0, z1 = np.asarray(z0, np.float64), np.asarray(z1, np.float64)
+    t = np.asarray(t, np.float64)[..., None]
+    return ((1 - t) * z0 + t * z1).astype(np.float32)
+
+
+def slerp(z0, z1, t):
+    """Spherical interpolation (Shoemake 1985), as Magenta's sketch-rnn notebook uses.
+
+    Moves along the great circle between the directions of z0 and z1 while the norm goes
+    linearly between theirs, so intermediate points keep the norm typical of N(0, I)
+    samples instead of passing near the origin as `lerp` does. Falls back to `lerp` when
+    z0 and z1 point the same way.
+
+    Args:
+        z0, z1: (Nz,) latent vectors.
+        t: a scalar or (S,) positions in [0, 1].
+
+    Returns:
+        (Nz,) or (S, Nz) float32.
+    """
+    z0, z1 = np.asarray(z0, np.float64), np.asarray(z1, np.float64)
+    t = np.asarray(t, np.float64)[..., None]
+    cosine = np.dot(z0, z1) / (np.linalg.norm(z0) * np.linalg.norm(z1))
+    omega = np.arccos(np.clip(cosine, -1.0, 1.0))
+    if np.sin(omega) < 1e-6:
+        return lerp(z0, z1, t[..., 0])
+    return ((np.sin((1 - t) * omega) * z0 + np.sin(t * omega) * z1) / np.sin(omega)).astype(np.float32)
+
+
+def interpolate(z0, z1, steps, method="slerp"):
+    """`steps` latent vectors from z0 to z1 inclusive, (steps, Nz), by "slerp" or "lerp"."""
+    functions = {"slerp": slerp, "lerp": lerp}
+    if method not in functions:
+        raise ValueError(f"interpolation method must be 'slerp' or 'lerp', got {method!r}")
+    if steps < 2:
+        raise ValueError(f"an interpolation needs at least 2 steps, got {steps}")
+    return functions[method](z0, z1, np.linspace(0.0, 1.0, steps))
+
+
+class SketchRNNDrawer:
+    """A trained Sketch-RNN ready to draw: encode, decode, sample and interpolate sketches.
+
+    Sketches go in and come out as lists of stroke-3 arrays in the model's units (dx and dy
+    divided by `scale_factor`, as the DataLoader and `load_sketches` give them); the drawing
+    functions of utils.py take `scale_factor` to draw them at the data's size.
+
+    Sampling runs one compiled loop per call over the whole batch (`sample_stroke5`): the
+    decoder LSTM step on the decoder layer's own weights (the z part of its input projection
+    computed once), the mixture head and `sample_stroke`, until every sketch has drawn its end
+    token or max_seq_len points. Its random draws are made up front with NumPy, one stream
+    per sketch from `seed`, so a seeded call is reproducible and sketch i does not depend on
+    how many others are drawn with it. The loop is traced once; XLA compiles it once per
+    batch size (about 0.4 s for 1 sketch, 1.4 s for 100 at default size here), so the first
+    call with a new number of sketches is that much slower. The LSTM step is the layer's own
+    (`_lstm_step`), with its recurrent matmul in the layer's dtype (`lstm_matmul_dtype`).
+
+    Build it with `load_run(run_dir)`, or from a model in memory.
+
+    Args:
+        model: a SketchRNN from `build_model` holding trained weights.
+        scale_factor: the run's normalising scale factor (model_config.json).
+        data_sets: names of the run's data sets, for `load_sketches`.
+        jit_compile: compile the sampling loop with XLA (faster on this CPU; see
+            benchmarks/sampling_speed.py).
+
+    Attributes:
+        hps, scale_factor, data_sets, model; the sub-models `encoder` and `initial_state`
+        (None for an unconditional model), `decoder` and `decoder_step`.
+    """
+
+    def __init__(self, model, scale_factor=1.0, data_sets=(), jit_compile=True):
+        self.model = model
+        self.hps = model.hps
+        self.scale_factor = scale_factor
+        self.data_sets = list(data_sets)
+        self.jit_compile = jit_compile
+        self.encoder = encoder_model(model) if self.hps.conditional else None
+        self.initial_state = initial_state_model(model) if self.hps.conditional else None
+        self.decoder = decoder_model(model)
+        self.decoder_step = decoder_step_model(model)
+        self._sampling_loop = None  # compiled on first use, then reused by every call
+
+    # -- latent vectors --
+
+    def encode(self, sketches, sample=False, seed=None):
+        """Encodes stroke-3 sketches (model units) to latent vectors.
+
+        Args:
+            sketches: sequence of B (N_b, 3) arrays, N_b <= max_seq_len.
+            sample: False returns the posterior mean z_mean; True draws
+                z = z_mean + exp(z_log_var / 2) * N(0, I), as training does.
+            seed: seeds the draw when sample is True.
+
+        Returns:
+            (B, Nz) float32.
+        """
+        if self.encoder is None:
+            _require_conditional(self.model, "has no encoder")
+        batch = utils.to_stroke5(sketches, self.hps.max_seq_len)
+        z_mean, z_log_var = self.encoder.predict(batch, batch_size=self.hps.batch_size, verbose=0)
+        if not sample:
+            return z_mean
+        epsilon = np.random.default_rng(seed).standard_normal(z_mean.shape).astype(np.float32)
+        return z_mean + np.exp(z_log_var / 2) * epsilon
+
+    # -- drawing sketches --
+
+    def decode(self, z, temperature=1.0, greedy=False, seed=None, max_steps=None):
+        """Draws one sketch per latent vector.
+
+        Args:
+            z: (B, Nz) latent vectors.
+            temperature: tau > 0, one for all or (B,) one per sketch (see `sample_stroke`).
+            greedy: take the most likely choices and the means (deterministic).
+            seed: seeds the draws; None draws fresh ones.
+            max_steps: the most points a sketch may have; max_seq_len by default.
+
+        Returns:
+            list of B stroke-3 arrays (model units), each cut at its end token.
+        """
+        if not self.hps.conditional:
+            _require_conditional(self.model, "draws from no z: use sample(n)")
+        z = np.asarray(z, np.float32)
+        if z.ndim != 2 or z.shape[1] != self.hps.z_size:
+            raise ValueError(f"z must have shape (B, {self.hps.z_size}), got {z.shape}")
+        _, noise = self._random_draws(len(z), seed, max_steps, with_z=False)
+        stroke5 = self.sample_stroke5(z, noise, temperature, greedy)
+        return [utils.to_stroke3(s) for s in stroke5]
+
+    def sample(self, n, temperature=1.0, greedy=False, seed=None, max_steps=None):
+        """Draws n sketches unconditionally: from z ~ N(0, I), or from no z for a decoder-only model.
+
+        Args and Returns: as `decode`, for n sketches.
+        """
+        if n < 1:
+            raise ValueError(f"the number of sketches must be at least 1, got {n}")
+        z, noise = self._random_draws(n, seed, max_steps, with_z=self.hps.conditional)
+        stroke5 = self.sample_stroke5(z, noise, temperature, greedy)
+        return [utils.to_stroke3(s) for s in stroke5]
+
+    def reconstruct(self, sketches, temperature=1.0, greedy=False, seed=None):
+        """Encodes sketches (to z_mean) and decodes them: `decode(encode(sketches), ...)`."""
+        return self.decode(self.encode(sketches), temperature, greedy, seed)
+
+    def interpolate(self, sketch_a, sketch_b, steps=10, method="slerp", temperature=1.0,
+                    greedy=False, seed=None):
+        """Decodes `steps` points between the latent vectors of two sketches.
+
+        Args:
+            sketch_a, sketch_b: stroke-3 arrays (model units).
+            steps: sketches to draw, the two ends included.
+            method: "slerp" or "lerp" (see `interpolate`).
+            temperature, greedy, seed: as `decode`.
+
+        Returns:
+            list of `steps` stroke-3 arrays, from sketch_a's end to sketch_b's.
+        """
+        z0, z1 = self.encode([sketch_a, sketch_b])
+        return self.decode(interpolate(z0, z1, steps, method), temperature, greedy, seed)
+
+    def _random_draws(self, batch, seed, max_steps, with_z):
+        """Per sketch, its own stream from `seed`: z (if asked) and the sampling noise."""
+        steps = self.hps.max_seq_len if max_steps is None else int(max_steps)
+        if steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+        z = np.zeros((batch, self.hps.z_size if with_z else 0), np.float32)
+        noise = np.empty((steps, batch, 4), np.float32)
+        for b, stream in enumerate(np.random.SeedSequence(seed).spawn(batch)):
+            rng = np.random.default_rng(stream)
+            if with_z:
+                z[b] = rng.standard_normal(self.hps.z_size)
+            noise[:, b, :2] = rng.random((steps, 2))
+            noise[:, b, 2:] = rng.standard_normal((steps, 2))
+        return (z if with_z else None), noise
+
+    def sample_stroke5(self, z, noise, temperature=1.0, greedy=False):
+        """The compiled sampling loop itself, with the random draws given.
+
+        Args:
+            z: (B, Nz) latent vectors, or None for an unconditional model.
+            noise: (T, B, 4) float32: for each step and sketch, the draws `sample_stroke`
+                takes; T is the most points a sketch may have.
+            temperature: tau > 0, scalar or (B,).
+            greedy: see `sample_stroke`.
+
+        Returns:
+            (B, S, 5) float32 stroke-5 points without the start token, S <= T the number of
+            steps run: the loop stops once every sketch has drawn its end token (p3). Each
+            sketch ends at its first p3 row; the rows after it are to be ignored.
+        """
+        noise = np.asarray(noise, np.float32)
+        if noise.ndim != 3 or noise.shape[2] != 4:
+            raise ValueError(f"noise must have shape (steps, batch, 4), got {noise.shape}")
+        batch = noise.shape[1]
+        if self.hps.conditional:
+            if z is None:
+                raise ValueError("this model is conditional: give z, shape (B, z_size)")
+            z = np.asarray(z, np.float32)
+            if z.shape != (batch, self.hps.z_size):
+                raise ValueError(f"z must have shape ({batch}, {self.hps.z_size}), got {z.shape}")
+        else:
+            z = np.zeros((batch, 0), np.float32)  # the decoder's kernel has no z rows either
+        temperature = np.broadcast_to(np.asarray(temperature, np.float32), (batch,))
+        if not np.all(temperature > 0):
+            raise ValueError(f"temperature must be > 0 (greedy=True is the limit tau -> 0), "
+                             f"got {temperature.min()}")
+        if self._sampling_loop is None:
+            self._sampling_loop = self._compile_sampling_loop()
+        strokes, steps_run = self._sampling_loop(z, noise, temperature, np.bool_(greedy))
+        strokes = ops.convert_to_numpy(strokes)[:int(steps_run)]  # (S, B, 5)
+        return np.transpose(strokes, (1, 0, 2))
+
+    def _compile_sampling_loop(self):
+        """Compiles the whole sampling loop (`backend.compile_function`; XLA if jit_compile)."""
+        hps = self.hps
+        cell = self.model.get_layer("decoder_lstm").cell
+        head = self.model.get_layer("mixture_head")
+
+        def loop(z, noise, temperature, greedy):
+            steps, batch = ops.shape(noise)[0], ops.shape(noise)[1]
+            weights = cell.step_weights()  # e.g. bf16 kernels, cast once
+            # z's share of the input projection, and the biases, are the same every step.
+            constant = cell.constant_projection(z if hps.conditional else None)
+            if hps.conditional:
+                state = _initial_state(self.model, z)
+            else:
+                state = cell.initial_state(batch)
+            point = ops.broadcast_to(ops.convert_to_tensor(utils.START_TOKEN), (batch, 5))
+
+            def unfinished(t, point, state, strokes, done):
+                return ops.logical_and(t < steps, ops.logical_not(ops.all(done)))
+
+            def step(t, point, state, strokes, done):
+                # The decoder's own cell step, without dropout or padding mask.
+                h, state = cell.step(cell.input_projection(point) + constant, state, None, weights)
+                point = sample_stroke(head(h), hps.num_mixture, noise[t], temperature, greedy)
+                strokes = ops.slice_update(strokes, [t, 0, 0], ops.expand_dims(point, 0))
+                return t + 1, point, tuple(state), strokes, ops.logical_or(done, point[:, 4] > 0.5)
+
+            start = (ops.convert_to_tensor(0, "int32"), point, tuple(state),
+                     ops.zeros((steps, batch, 5)), ops.zeros((batch,), "bool"))
+            t, _, _, strokes, _ = ops.while_loop(unfinished, step, start)
+            return strokes, t
+
+        z_size = hps.z_size if hps.conditional else 0
+        signature = [((None, z_size), "float32"), ((None, None, 4), "float32"),
+                     ((None,), "float32"), ((), "bool")]
+        return backend.compile_function(loop, signature, self.jit_compile)
+
+    # -- data --
+
+    def load_sketches(self, data_dir, split="test", data_set=None):
+        """The run's sketches of one split, in model units (scaled by the stored scale factor).
+
+        Args:
+            data_dir: folder of the .npz data sets (missing known sets are downloaded).
+            split: "train", "valid" or "test".
+            data_set: one name or comma list; by default the run's own data sets.
+
+        Returns:
+            list of (N, 3) float32 stroke-3 arrays, those longer than max_seq_len dropped,
+            clamped and scaled as in training.
+        """
+        if split not in utils.SPLITS:
+            raise ValueError(f"split must be one of {', '.join(utils.SPLITS)}, got {split!r}")
+        names = data_set or ",".join(self.data_sets)
+        if not names:
+            raise ValueError("this run names no data set: pass data_set")
+        strokes = utils.load_strokes(data_dir, names)[utils.SPLITS.index(split)]
+        loader = utils.DataLoader(strokes, max_seq_len=self.hps.max_seq_len,
+                                  scale_factor=self.scale_factor, name=split)
+        return loader.strokes
+
+
+def load_run(run_dir, checkpoint=None, jit_compile=True):
+    """Loads a run folder into a `SketchRNNDrawer`, rebuilding the model from its config alone.
+
+    Args:
+        run_dir: a folder holding model_config.json and checkpoints/, as written by
+            seq2seqVAE_train.py (or the model shipped in examples/).
+        checkpoint: the weights file to load; by default checkpoints/best.weights.h5, else
+            the newest checkpoints/ckpt-*.weights.h5. Optimizer state in it is not read.
+        jit_compile: compile the sampling loop with XLA (see `SketchRNNDrawer`).
+
+    Returns:
+        a SketchRNNDrawer holding the run's hparams, scale factor and data set names.
+
+    Raises:
+        FileNotFoundError: naming what is missing (config, checkpoint).
+        ValueError: naming the file, for a config or checkpoint that does not fit.
+    """
+    hps, config = load_config(run_dir)
+    config_path = os.path.join(run_dir, "model_config.json")
+    scale_factor = config.get("scale_factor")
+    if not isinstance(scale_factor, (int, float)) or not scale_factor > 0:
+        raise ValueError(f"{config_path}: expected a positive 'scale_factor', got {scale_factor!r}")
+    if checkpoint is None:
+        checkpoint = _default_checkpoint(run_dir)
+    elif not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
+    # An uncompiled model has no optimizer, so Keras loads the layers' weights and leaves
+    # the optimizer state of a training checkpoint unread.
+    model = build_model(hps)
+    try:
+        legacy.load_weights(model, checkpoint)
+    except (ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot load {checkpoint} into the model of {config_path} ({first})") from None
+    return SketchRNNDrawer(model, scale_factor=float(scale_factor),
+                           data_sets=config.get("data_set", []), jit_compile=jit_compile)
+
+
+def _default_checkpoint(run_dir):
+    """checkpoints/best.weights.h5 if there is one, else the newest step checkpoint."""
+    from callbacks import list_checkpoints  # checkpoint names live beside the code writing them
+
+    folder = os.path.join(run_dir, "checkpoints")
+    best = os.path.join(folder, "best.weights.h5")
+    if os.path.isfile(best):
+        return best
+    found = list_checkpoints(folder)
+    if not found:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to draw with (expected "
+                                "checkpoints/best.weights.h5 or checkpoints/ckpt-*.weights.h5)")
+    return found[-1][2]
+
+
+def encoder_model(model):
+    """The encoder of a conditional SketchRNN as a model of its own, sharing its weights.
+
+    Args:
+        model: a SketchRNN from `build_model` with conditional=True.
+
+    Returns:
+        a keras.Model: stroke-5 sketches with the start token (B, T + 1, 5) ->
+        [z_mean, z_log_var], each (B, Nz) (the paper's mu and sigma-hat, eq. 2).
+    """
+    _require_conditional(model, "has no encoder")
+    return keras.Model(model.input, [model.get_layer("z_mean").output,
+                                     model.get_layer("z_log_var").output], name="encoder")
+
+
+def initial_state_model(model):
+    """z (B, Nz) -> the decoder's initial state (eq. 4), a list in its cell's state order
+    ([h0, c0] for the LSTM), sharing the model's weights."""
+    _require_conditional(model, "starts its decoder from zeros")
+    z = keras.Input((model.hps.z_size,), name="z")
+    return keras.Model(z, list(_initial_state(model, z)), name="initial_state")
+
+
+def decoder_model(model):
+    """The decoder over whole sequences (teacher forcing), sharing the model's weights.
+
+    Args:
+        model: a SketchRNN from `build_model`.
+
+    Returns:
+        a keras.Model [inputs (B, T, 5), z (B, Nz)] -> params (B, T, 6M + 3), where inputs
+        are the points S_0 (the start token) .. S_{T-1}; it starts from `initial_state_model`'s
+        state. An unconditional model's decoder takes the inputs alone and starts from zeros.
+    """
+    hps = model.hps
+    decoder, head = model.get_layer("decoder_lstm"), model.get_layer("mixture_head")
+    inputs = keras.Input((None, 5), name="decoder_inputs")
+    if not hps.conditional:
+        outputs, *_ = decoder(inputs)
+        return keras.Model(inputs, head(outputs), name="decoder")
+    z = keras.Input((hps.z_size,), name="z")
+    outputs, *_ = decoder(inputs, constant=z, initial_state=_initial_state(model, z))
+    return keras.Model([inputs, z], head(outputs), name="decoder")
+
+
+def decoder_step_model(model):
+    """One decoder step with its state as inputs and outputs: the decoder cell's `step`.
+
+    Args:
+        model: a SketchRNN from `build_model`.
+
+    Returns:
+        a keras.Model [point (B, 1, 5), z (B, Nz), *state] -> [params (B, 1, 6M + 3), *state],
+        the state in the decoder cell's order (h, c for the LSTM; `cell.state_sizes`);
+        unconditional models have no z input. Start from the start token with
+        `initial_state_model`'s state (zeros when unconditional).
+    """
+    hps = model.hps
+    cell, head = model.get_layer("decoder_lstm").cell, model.get_layer("mixture_head")
+    point = keras.Input((1, 5), name="point")
+    names = ["h", "c"] + [f"state{i}" for i in range(2, len(cell.state_sizes))]
+    state = [keras.Input((n,), name=name) for n, name in zip(cell.state_sizes, names)]
+    z = keras.Input((hps.z_size,), name="z") if hps.conditional else None
+    output, *new_state = CellStep(cell, name="decoder_step_cell")(point, state, constant=z)
+    inputs = [point] + ([z] if hps.conditional else []) + state
+    return keras.Model(inputs, [head(output), *new_state], name="decoder_step")
+
+
+def _initial_state(model, z):
+    """The decoder's initial state from z (eq. 4), in its cell's state order."""
+    cell = model.get_layer("decoder_lstm").cell
+    return cell.state_from_vector(model.get_layer("decoder_init")(z))
+
+
+def _require_conditional(model, what):
+    if not model.hps.conditional:
+        raise ValueError(f"this model was trained with conditional=False: it {what}")
