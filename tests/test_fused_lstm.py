@@ -17,6 +17,8 @@ from seq2seqVAE import (
 )
 from sketch_rnn.tf_backend import fused_lstm
 
+pytestmark = pytest.mark.tensorflow_only
+
 TINY = "enc_rnn_size=8,dec_rnn_size=16,z_size=4,num_mixture=3,max_seq_len=12,batch_size=3"
 
 

@@ -272,6 +272,7 @@ def test_model_output_shape_and_total_loss():
     assert float(ops.convert_to_numpy(model.get_layer("latent").kl_weight)) == hps.kl_weight
 
 
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("use_mask", [False, True])
 @pytest.mark.parametrize("use_dropout", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
@@ -321,6 +322,7 @@ def test_evaluation_losses_do_not_depend_on_the_padding():
         assert cut[key] == pytest.approx(full[key], rel=1e-5), key
 
 
+@pytest.mark.tensorflow_only
 def test_bfloat16_recurrent_matmuls_stay_close_to_float32():
     import tensorflow as tf
 
@@ -399,6 +401,7 @@ def test_resuming_from_an_older_checkpoint_moves_the_later_ones_aside(tmp_path):
     assert [step for step, _, _ in list_checkpoints(str(tmp_path))] == [6, 8]
 
 
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("addend_shape", [(6,), (3, 6)])
 def test_add_over_time_gradients_equal_the_plain_sum(addend_shape):
     import tensorflow as tf

@@ -60,7 +60,9 @@ def test_notebook_shows_the_latent_space_of_a_two_set_model(shared_datasets, tmp
 
     from seq2seqVAE import HParams, build_model
 
-    hps = HParams.parse("enc_rnn_size=8,dec_rnn_size=16,z_size=4,num_mixture=3,max_seq_len=250")
+    # With the other official cells, so that the notebook draws with them too.
+    hps = HParams.parse("enc_rnn_size=8,dec_rnn_size=16,z_size=4,num_mixture=3,max_seq_len=250,"
+                        "enc_model=layer_norm,dec_model=hyper")
     keras.utils.set_random_seed(0)
     model = build_model(hps)
     (tmp_path / "checkpoints").mkdir()
@@ -71,3 +73,7 @@ def test_notebook_shows_the_latent_space_of_a_two_set_model(shared_datasets, tmp
     notebook = run_notebook(shared_datasets, RUN_DIR=str(tmp_path))
     latent = outputs_of(notebook, "principal")
     assert any("image/png" in output.get("data", {}) for output in latent)
+    summary = "".join(output.get("text", "") for output in outputs_of(notebook, "load_run(RUN_DIR)"))
+    assert "encoder layer_norm 8, decoder hyper 16" in summary
+    pictures = outputs_of(notebook, "samples = drawer.sample(")
+    assert any("image/svg+xml" in output.get("data", {}) for output in pictures)

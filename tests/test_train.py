@@ -149,3 +149,28 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(shared_datasets
     for checkpoint in checkpoints.glob("ckpt-*.weights.h5"):
         with h5py.File(checkpoint, "r") as f:
             assert "layers" in f and "optimizer" in f
+
+
+@pytest.mark.parametrize("cells", ["enc_model=layer_norm,dec_model=hyper",
+                                   "enc_model=hyper,dec_model=layer_norm"])
+def test_each_cell_type_trains_resumes_and_draws_through_the_commands(shared_datasets, tmp_path,
+                                                                      cells):
+    hparams = f"{TINY},steps_per_epoch=2,{cells}"
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    result = run_train(shared_datasets, straight, f"--hparams={hparams},epochs=2")
+    encoder, decoder = (kind.split("=")[1] for kind in cells.split(","))
+    assert f"encoder_fw ({encoder}, 16 units): generic unroll" in result.stdout
+    assert f"decoder_lstm ({decoder}, 32 units): generic unroll" in result.stdout
+    run_train(shared_datasets, split, f"--hparams={hparams},epochs=1")
+    run_train(shared_datasets, split, "--hparams=epochs=2", f"--checkpoint={split}")
+    for column in ("loss", "reconstruction_loss", "kl_loss", "val_loss"):
+        assert float(read_log(split)[1][column]) == pytest.approx(
+            float(read_log(straight)[1][column]), rel=1e-4), column
+    pictures = tmp_path / "pictures"
+    command = [sys.executable, str(REPO / "seq2seqVAE_sample.py"), f"--run_dir={split}",
+               f"--output_dir={pictures}", f"--data_dir={shared_datasets}", "--seed=1"]
+    for mode in ("sample", "reconstruct"):
+        drawn = subprocess.run(command + [f"--mode={mode}", "--count=3", "--format=png"],
+                               capture_output=True, text=True, timeout=600, cwd=REPO)
+        assert drawn.returncode == 0, drawn.stderr[-3000:]
+        assert (pictures / f"{mode}.png").stat().st_size > 1000
