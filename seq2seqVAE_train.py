@@ -155,10 +155,12 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
                                   seed=hps.seed, steps_per_epoch=hps.steps_per_epoch or None,
                                   bucket_batches=hps.bucket_batches, trim=hps.bucket_batches > 0)
     # Evaluation masks every loss term after a sketch's end, so sorting by length and
-    # trimming the padding changes its figures not at all, only its speed.
+    # trimming the padding changes its figures not at all, only its speed. JAX compiles the
+    # model once per batch shape: there every batch keeps the full length.
+    trim = keras.backend.backend() != "jax"
     valid_batches, test_batches = (
         SketchBatches(loaders[name], hps.batch_size, shuffle=False, drop_remainder=False,
-                      bucket_batches=len(loaders[name]), trim=True)
+                      bucket_batches=len(loaders[name]) if trim else 0, trim=trim)
         for name in ("valid", "test"))
 
     checkpointer = Checkpoint(checkpoint_dir, save_every=hps.save_every)
