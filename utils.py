@@ -25,6 +25,7 @@ import secrets
 import stat
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -878,59 +879,117 @@ def _show_progress(label, done, total):
     sys.stderr.flush()
 
 
-def download_dataset(name, data_dir, base_url=None):
+DOWNLOAD_DEADLINE_VARIABLE = "SKETCH_RNN_DOWNLOAD_DEADLINE"
+MAX_DOWNLOAD_BYTES_VARIABLE = "SKETCH_RNN_MAX_DOWNLOAD_BYTES"
+DOWNLOAD_DEADLINE = 600.0  # seconds for a whole download
+MAX_DOWNLOAD_BYTES = 2 << 30  # the largest QuickDraw category is about 200 MB
+READ_TIMEOUT = 60.0  # seconds a single read may wait
+
+
+def _setting(value, variable, default, kind):
+    """``value`` if given, else the environment ``variable``, else ``default``; positive."""
+    if value is None:
+        text = os.environ.get(variable)
+        try:
+            value = kind(text) if text else default
+        except ValueError:
+            raise ValueError(f"{variable} must be a positive number, got {text!r}") from None
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{variable} must be a positive number, got {value!r}")
+    return value
+
+
+class _HttpRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows at most 5 redirects, and only to http(s) URLs."""
+
+    max_redirections = 5
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urllib.parse.urlsplit(newurl).scheme
+        if scheme not in ("http", "https"):
+            raise urllib.error.HTTPError(newurl, code, f"redirect to a {scheme}: URL refused",
+                                         headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def download_dataset(name, data_dir, base_url=None, deadline=None, max_bytes=None):
     """Downloads the data set ``name`` to ``<data_dir>/<name>.npz``.
 
     The file is written to a temporary file in ``data_dir``, checked with ``load_npz``
     and only then moved into place, so an interrupted or bad download never leaves a
-    file that looks complete.
+    file that looks complete; the temporary file is removed on every failure.
 
     Args:
         name: a QuickDraw category or one of "aaron_sheep", "kanji", "short_kanji",
             "omniglot".
         data_dir: folder to save the file in (created if missing).
         base_url: see ``dataset_url``.
+        deadline: seconds the whole download may take (default: the environment variable
+            SKETCH_RNN_DOWNLOAD_DEADLINE, else 600). It is checked after every read, and
+            a read waits at most 60 s (or the deadline, if shorter).
+        max_bytes: largest file accepted (default: SKETCH_RNN_MAX_DOWNLOAD_BYTES, else
+            2 GiB).
 
     Returns:
         Path of the saved file.
 
     Raises:
         ValueError: if ``name`` is not a known data set.
-        DownloadError: if the download fails or does not give a Sketch-RNN .npz.
+        DownloadError: if the download fails, is too slow or too large, or does not give a
+            Sketch-RNN .npz.
     """
     data_dir = Path(data_dir)
     url = _url_or_raise(name, base_url, None)
     target = data_dir / f"{name}.npz"
+    deadline = _setting(deadline, DOWNLOAD_DEADLINE_VARIABLE, DOWNLOAD_DEADLINE, float)
+    max_bytes = _setting(max_bytes, MAX_DOWNLOAD_BYTES_VARIABLE, MAX_DOWNLOAD_BYTES, int)
 
     def failed(reason):
         return DownloadError(
-            f"could not download {url} ({reason}); fetch it by hand and save it as "
-            f"{target}"
+            f"could not download {url} ({first_line(reason)}); fetch it by hand and save it "
+            f"as {target}"
         )
 
     data_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=data_dir, prefix=f".{name}.", suffix=".tmp")
     tmp_path = Path(tmp_name)
+    started = time.monotonic()
+    opener = urllib.request.build_opener(_HttpRedirects)
     try:
         with os.fdopen(fd, "wb") as out:
             try:
-                with urllib.request.urlopen(url, timeout=60) as response:
+                with opener.open(url, timeout=min(READ_TIMEOUT, deadline)) as response:
                     total = int(response.headers.get("Content-Length") or 0)
+                    if total > max_bytes:
+                        raise failed(f"the server announces {total} bytes, more than the "
+                                     f"{max_bytes} allowed by {MAX_DOWNLOAD_BYTES_VARIABLE}")
                     done = 0
                     try:
-                        while chunk := response.read(1 << 16):
+                        # read1: at most one read from the socket, so that a server sending
+                        # a byte at a time cannot hold us past the deadline
+                        while chunk := response.read1(1 << 16):
                             out.write(chunk)
                             done += len(chunk)
+                            if done > max_bytes:
+                                raise failed(f"more than the {max_bytes} bytes allowed by "
+                                             f"{MAX_DOWNLOAD_BYTES_VARIABLE}")
+                            if time.monotonic() - started > deadline:
+                                raise failed(f"not finished after {deadline:g} s, the limit set "
+                                             f"by {DOWNLOAD_DEADLINE_VARIABLE}")
                             _show_progress(f"downloading {name}.npz", done, total)
                     finally:
                         if done:  # end the progress line, also when the transfer broke
                             sys.stderr.write("\n")
-            except urllib.error.HTTPError as err:
-                raise failed(f"HTTP {err.code} {err.reason}") from err
+            except DownloadError:
+                raise
+            except urllib.error.HTTPError as err:  # also a redirect loop, in several lines
+                err.close()
+                raise failed(f"HTTP {err.code} {first_line(err.reason)}") from None
             except urllib.error.URLError as err:
-                raise failed(err.reason) from err
-            except (OSError, http.client.HTTPException) as err:  # timeouts, cut bodies
-                raise failed(str(err) or type(err).__name__) from err
+                raise failed(err.reason) from None
+            except (OSError, http.client.HTTPException, ValueError) as err:
+                # timeouts, cut bodies, malformed responses
+                raise failed(str(err) or type(err).__name__) from None
         if total and done != total:
             raise failed(f"got {done} of {total} bytes")
         try:
@@ -939,7 +998,7 @@ def download_dataset(name, data_dir, base_url=None):
             # the temporary name means nothing to the user and is about to vanish
             raise failed(
                 str(err).replace(str(tmp_path), "the downloaded file")
-            ) from err
+            ) from None
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)  # already gone after a successful os.replace
@@ -985,12 +1044,11 @@ def validate_sketches(sketches, source):
 
 def _find_data_file(name, data_dir, base_url, download):
     """Returns the .npz path for one data set name, downloading it if allowed."""
+    check_data_set_name(name, "--data_set")
     stem = name.removesuffix(".npz")
     path = Path(data_dir) / f"{stem}.npz"
     if path.is_file():
         return path
-    if Path(name).is_file():
-        return Path(name)
     if not download:
         raise FileNotFoundError(f"{path}: no such file (and downloading is turned off)")
     _url_or_raise(stem, base_url, data_dir)  # so that an unknown name names data_dir
@@ -1003,8 +1061,8 @@ def load_strokes(data_dir, data_set, base_url=None, download=True):
     Args:
         data_dir: folder holding ``<name>.npz`` files (downloads are saved here too).
         data_set: a name or a comma-separated list of names ("cat,guitar"). A name means
-            ``<data_dir>/<name>.npz``; a name ending in .npz or the path of an existing
-            file is also accepted.
+            ``<data_dir>/<name>.npz`` (a name ending in .npz too); a name holding a
+            path separator or '..' is refused: the folder goes in ``data_dir``.
         base_url: see ``dataset_url``.
         download: fetch missing files (only known data sets can be fetched).
 
@@ -1175,7 +1233,8 @@ class DataLoader:
 # multiplies dx and dy: pass a run's stored scale factor to draw sketches in model units
 # (as SketchRNNDrawer returns them) at the size the data had, in pixels. y grows downwards,
 # as in the data sets. svgwrite and matplotlib are imported when first used, so that
-# training never loads them.
+# training never loads them. Files are written with ``write_atomically``: never through a
+# symbolic link, never half-written.
 
 
 def stroke_lines(stroke3, scale_factor=1.0):
@@ -1311,7 +1370,7 @@ def sketches_to_svg(sketches, path=None, columns=None, labels=None, scale_factor
                                      font_size=f"{font_size:g}", font_family="sans-serif"))
     svg = drawing.tostring()
     if path is not None:
-        Path(path).write_text(svg, encoding="utf-8")
+        write_atomically(path, svg)
     return svg
 
 
@@ -1377,7 +1436,9 @@ def sketches_to_png(sketches, path, columns=None, labels=None, scale_factor=1.0,
         if label is not None:
             canvas.text(*label)
     image = canvas.image()
-    image.save(path, format="PNG")
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    write_atomically(path, encoded.getvalue())
     return image.size
 
 
@@ -1425,6 +1486,8 @@ def sketch_to_gif(stroke3, path, frames=None, scale_factor=1.0, duration=40, hol
             pen.set_data(*lines[stroke][last - starts[stroke]].reshape(2, 1))
         images.append(canvas.image())
     durations = [duration] * (len(images) - 1) + [hold]
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
+    encoded = io.BytesIO()
+    images[0].save(encoded, format="GIF", save_all=True, append_images=images[1:],
                    duration=durations, loop=0)
+    write_atomically(path, encoded.getvalue())
     return len(images)
