@@ -97,6 +97,7 @@ def draw(args):
     from seq2seqVAE import load_run
 
     check_run(args)
+    output_dir = check_output_dir(args)
     drawer = load_run(args.run_dir, args.checkpoint)
     seed = args.seed
     if seed is None:
@@ -130,9 +131,6 @@ def draw(args):
             labels = [f"test {first}"] + positions + [f"test {last}"]
         columns = columns or len(grid) // (2 if args.mode == "reconstruct" else 1)
 
-    output_dir = args.output_dir or os.path.join(args.run_dir, "drawings")
-    if args.output_dir is None:  # inside the run folder: a link there would lead anywhere
-        utils.refuse_link(output_dir, "--output_dir")
     os.makedirs(output_dir, exist_ok=True)
     scale = drawer.scale_factor
     if args.format == "gif":
@@ -184,6 +182,24 @@ def check_run(args):
         utils.check_data_set_names(config.get("data_set"), None, config_path)
     if args.checkpoint is not None:
         utils.check_regular_file(args.checkpoint, "--checkpoint")
+
+
+def check_output_dir(args):
+    """The output folder, refused (one line) if it or a picture we would write is a link.
+
+    Checked before the model loads; the pictures are written with utils.write_atomically,
+    which checks again.
+    """
+    import utils
+
+    output_dir = args.output_dir or os.path.join(args.run_dir, "drawings")
+    if args.output_dir is None:  # inside the run folder, where a link could lead anywhere
+        utils.refuse_link(output_dir, "--output_dir")
+    if os.path.isdir(output_dir):
+        for name in sorted(os.listdir(output_dir)):
+            if name.startswith(args.mode) and name.endswith(f".{args.format}"):
+                utils.refuse_link(os.path.join(output_dir, name), "--output_dir")
+    return output_dir
 
 
 def parse_indices(args, available):

@@ -694,35 +694,35 @@ def read_json_config(path):
             nested deeper than 16 levels or not a JSON object.
     """
     check_regular_file(path)
+
+    def wrong(reason):
+        return ValueError(f"{path}: not a {os.path.basename(path)} written by this project "
+                          f"({reason})")
+
     with open(path, "rb") as f:
         raw = f.read(MAX_CONFIG_BYTES + 1)
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ValueError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes, not a config written "
-                         "by this project")
+        raise wrong(f"larger than {MAX_CONFIG_BYTES} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}), not a config written "
-                         "by this project") from None
+        raise wrong(f"not UTF-8 text: byte {err.start} is {raw[err.start]:#04x}") from None
     try:
         config = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({first_line(err)})") from None
+        raise wrong(f"not valid JSON: {first_line(err)}") from None
     except RecursionError:
-        raise ValueError(f"{path}: nested deeper than {MAX_CONFIG_DEPTH} levels, not a config "
-                         "written by this project") from None
+        raise wrong(f"nested deeper than {MAX_CONFIG_DEPTH} levels") from None
     pending = [(config, 1)]
     while pending:
         value, depth = pending.pop()
         if depth > MAX_CONFIG_DEPTH:
-            raise ValueError(f"{path}: nested deeper than {MAX_CONFIG_DEPTH} levels, not a "
-                             "config written by this project")
+            raise wrong(f"nested deeper than {MAX_CONFIG_DEPTH} levels")
         children = value.values() if isinstance(value, dict) else value if isinstance(
             value, list) else ()
         pending.extend((child, depth + 1) for child in children)
     if not isinstance(config, dict):
-        raise ValueError(f"{path}: holds a JSON {type(config).__name__}, expected an object "
-                         "{...}")
+        raise wrong(f"a JSON {type(config).__name__}, expected an object {{...}}")
     return config
 
 
@@ -730,7 +730,7 @@ def check_scale_factor(value, source):
     """Returns ``value`` as a float if it is a finite positive number; else one line naming ``source``."""
     if (isinstance(value, bool) or not isinstance(value, (int, float))
             or not (math.isfinite(value) and value > 0)):
-        raise ValueError(f"{source}: 'scale_factor' must be a finite positive number, "
+        raise ValueError(f"{source}: 'scale_factor' must be a positive number, "
                          f"got {reprlib.repr(value)}")
     return float(value)
 
@@ -756,8 +756,8 @@ def check_data_set_names(names, data_dir=None, source="data_set"):
         ValueError: naming ``source`` and the name.
     """
     if not (isinstance(names, list) and names):
-        raise ValueError(f"{source}: 'data_set' must be a non-empty list of data set names, "
-                         f"got {reprlib.repr(names)}")
+        raise ValueError(f"{source}: 'data_set' must be a list of data set names (at least "
+                         f"one), got {reprlib.repr(names)}")
     for name in names:
         check_data_set_name(name, source)
         if data_dir is not None:
