@@ -210,6 +210,8 @@ _NUMPY_GLOBALS = {
     ("numpy", "ndarray"): "_ndarray",
     ("numpy", "dtype"): "_dtype",
     ("_codecs", "encode"): "_encode",  # protocols 0-2 store bytes as latin1 text
+    ("__builtin__", "bytes"): "_bytes",  # ... and empty bytes as bytes()
+    ("builtins", "bytes"): "_bytes",
 }
 
 
@@ -368,6 +370,11 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             return text.encode("latin1")
         except UnicodeEncodeError:
             raise self.corrupt("its latin1 text holds characters beyond latin1") from None
+
+    def _bytes(self, *args):
+        if args:
+            raise self.refuse("calls bytes() with arguments")
+        return b""
 
     def _frombuffer(self, buffer, dtype, shape, order):
         if order not in ("C", "F"):
