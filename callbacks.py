@@ -13,6 +13,8 @@ import re
 import keras
 import numpy as np
 
+import utils
+
 
 def learning_rate_at(step, hps):
     """lr = (lr - min_lr) * decay_rate**step + min_lr, the official per-minibatch decay."""
@@ -90,11 +92,16 @@ def save_atomically(model, path):
     """Writes the model's weights and optimizer state to `path` via a temporary file and rename.
 
     A crash or Ctrl-C during the write leaves the old file (or none) in place, never half
-    a file: the rename is the only step that makes the new checkpoint visible.
+    a file: the rename is the only step that makes the new checkpoint visible. A symbolic
+    link at `path` is refused (utils.UnsafePathError), and one at the temporary name removed
+    first, so that the write never goes through a link.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    utils.refuse_link(path)
     temporary = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    if os.path.lexists(temporary):  # Keras opens the name for writing, following links
+        os.remove(temporary)
     try:
         model.save_weights(temporary)
         with open(temporary, "rb") as f:
@@ -106,18 +113,13 @@ def save_atomically(model, path):
 
 
 def write_json_atomically(data, path):
-    """Writes `data` as JSON to `path` via a temporary file and rename."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    """Writes `data` as JSON to `path` via a new temporary file and rename, never through a link."""
+    utils.write_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-# Temporary names of save_atomically (".tmp-<pid>-<name>") and write_json_atomically
-# ("<name>.tmp-<pid>"); group 1 or 2 is the pid of the process that wrote them.
+# Temporary names of save_atomically and utils.write_atomically (".tmp-<pid>-...") and of
+# older versions of write_json_atomically ("<name>.tmp-<pid>"); group 1 or 2 is the pid of
+# the process that wrote them.
 TEMPORARY_PATTERN = re.compile(r"^\.tmp-(\d+)-|\.tmp-(\d+)$")
 
 
@@ -150,13 +152,43 @@ def _may_be_running(pid):
 
 
 def list_checkpoints(directory):
-    """The run's step checkpoints as (step, epoch, path), oldest first."""
+    """The run's step checkpoints as (step, epoch, path), oldest first.
+
+    Only regular files (or links to them) count: reading a FIFO named like a checkpoint
+    would wait forever.
+    """
     found = []
     for path in glob.glob(os.path.join(directory, "ckpt-*.weights.h5")):
         match = CHECKPOINT_PATTERN.search(os.path.basename(path))
-        if match:
+        if match and os.path.isfile(path):
             found.append((int(match.group(2)), int(match.group(1)), path))
     return sorted(found)
+
+
+def check_run_folder(run_dir):
+    """One-line errors (utils.UnsafePathError) for links where a training run would write.
+
+    Training writes model_config.json, test_losses.json, logs/training_log.csv (appended),
+    logs/tensorboard/ and everything in checkpoints/. A symbolic link at any of these, or
+    at any name inside checkpoints/, would make it write to a file outside the run folder;
+    a training log or best.json that is not a regular file would hang it. The run folder
+    itself may be a link (to another disk, say).
+    """
+    logs = os.path.join(run_dir, "logs")
+    tensorboard = os.path.join(logs, "tensorboard")
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    for path in [os.path.join(run_dir, "model_config.json"),
+                 os.path.join(run_dir, "test_losses.json"), logs,
+                 os.path.join(logs, "training_log.csv"), tensorboard,
+                 os.path.join(tensorboard, "train"), os.path.join(tensorboard, "validation"),
+                 checkpoints]:
+        utils.refuse_link(path)
+    for path in sorted(glob.glob(os.path.join(glob.escape(checkpoints), "*"))
+                       + glob.glob(os.path.join(glob.escape(checkpoints), ".*"))):
+        utils.refuse_link(path)
+    for path in [os.path.join(logs, "training_log.csv"), os.path.join(checkpoints, "best.json")]:
+        if os.path.lexists(path):
+            utils.check_regular_file(path)
 
 
 def weights_are_finite(model):
@@ -239,6 +271,7 @@ class Checkpoint(keras.callbacks.Callback):
         best_path = os.path.join(self.directory, "best.json")
         best = None
         if os.path.exists(best_path):
+            utils.check_regular_file(best_path)
             with open(best_path) as f:
                 best = json.load(f).get(self.monitor)
         if best is None or float(value) < best:

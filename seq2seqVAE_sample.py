@@ -20,8 +20,13 @@ data sets from --data_dir (downloading a known data set that is missing).
 """
 
 import argparse
+import math
 import os
 import sys
+
+# Bounds of the flags where a larger value only exhausts memory.
+MAX_COUNT = 10_000
+MAX_CELL_SIZE = 10_000
 
 
 def parse_args(argv=None):
@@ -74,6 +79,10 @@ def main(argv=None):
         # The user's flags, files and data: one line, no traceback.
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("error: out of memory; draw fewer sketches (--count) or smaller cells (--cell_size)",
+              file=sys.stderr)
+        return 2
     for path in written:
         print(path)
     return 0
@@ -87,6 +96,8 @@ def draw(args):
     import utils
     from seq2seqVAE import load_run
 
+    check_run(args)
+    output_dir = check_output_dir(args)
     drawer = load_run(args.run_dir, args.checkpoint)
     seed = args.seed
     if seed is None:
@@ -120,7 +131,6 @@ def draw(args):
             labels = [f"test {first}"] + positions + [f"test {last}"]
         columns = columns or len(grid) // (2 if args.mode == "reconstruct" else 1)
 
-    output_dir = args.output_dir or os.path.join(args.run_dir, "drawings")
     os.makedirs(output_dir, exist_ok=True)
     scale = drawer.scale_factor
     if args.format == "gif":
@@ -142,14 +152,54 @@ def check_args(args):
     if args.count < 1 or (args.mode == "interpolate" and args.count < 2):
         least = 2 if args.mode == "interpolate" else 1
         raise ValueError(f"--count must be at least {least} for --mode={args.mode}, got {args.count}")
-    if not args.temperature > 0:
-        raise ValueError(f"--temperature must be > 0 (use --greedy for the limit), got {args.temperature}")
-    if args.cell_size and args.cell_size <= 20:
-        raise ValueError(f"--cell_size must be more than 20 pixels (or 0), got {args.cell_size:g}")
-    if args.columns is not None and args.columns < 1:
-        raise ValueError(f"--columns must be at least 1, got {args.columns}")
+    if args.count > MAX_COUNT:
+        raise ValueError(f"--count must be at most {MAX_COUNT}, got {args.count}")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise ValueError(f"--temperature must be a finite number > 0 (use --greedy for the limit), "
+                         f"got {args.temperature}")
+    if not (args.cell_size == 0 or 20 < args.cell_size <= MAX_CELL_SIZE):
+        raise ValueError(f"--cell_size must be more than 20 and at most {MAX_CELL_SIZE} pixels "
+                         f"(or 0), got {args.cell_size:g}")
+    if args.columns is not None and not 1 <= args.columns <= MAX_COUNT:
+        raise ValueError(f"--columns must be from 1 to {MAX_COUNT}, got {args.columns}")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed must be from 0 to 2**32 - 1, got {args.seed}")
     if not os.path.isdir(args.run_dir):
         raise ValueError(f"--run_dir: {args.run_dir} is not a folder")
+
+
+def check_run(args):
+    """The checks of the run folder's files that must pass before the model reads them."""
+    import utils
+
+    config_path = os.path.join(args.run_dir, "model_config.json")
+    if os.path.lexists(config_path):  # a missing one is load_run's error to give
+        config = utils.read_json_config(config_path)
+        hparams = config.get("hparams")
+        if isinstance(hparams, dict):
+            utils.check_hparam_limits(hparams, config_path)
+        utils.check_scale_factor(config.get("scale_factor"), config_path)
+        utils.check_data_set_names(config.get("data_set"), None, config_path)
+    if args.checkpoint is not None:
+        utils.check_regular_file(args.checkpoint, "--checkpoint")
+
+
+def check_output_dir(args):
+    """The output folder, refused (one line) if it or a picture we would write is a link.
+
+    Checked before the model loads; the pictures are written with utils.write_atomically,
+    which checks again.
+    """
+    import utils
+
+    output_dir = args.output_dir or os.path.join(args.run_dir, "drawings")
+    if args.output_dir is None:  # inside the run folder, where a link could lead anywhere
+        utils.refuse_link(output_dir, "--output_dir")
+    if os.path.isdir(output_dir):
+        for name in sorted(os.listdir(output_dir)):
+            if name.startswith(args.mode) and name.endswith(f".{args.format}"):
+                utils.refuse_link(os.path.join(output_dir, name), "--output_dir")
+    return output_dir
 
 
 def parse_indices(args, available):

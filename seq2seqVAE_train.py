@@ -33,8 +33,9 @@ def parse_args(argv=None):
         description="Train Sketch-RNN (a seq2seq VAE for stroke sketches) on .npz stroke-3 data.")
     parser.add_argument("--data_dir", default="datasets",
                         help="folder of <name>.npz data sets; missing known sets are downloaded here")
-    parser.add_argument("--data_set", default="aaron_sheep",
-                        help="data set name or comma list (cat,guitar), merged as in the official code")
+    parser.add_argument("--data_set", default=None,
+                        help="data set name or comma list (cat,guitar), merged as in the official "
+                             "code (default: aaron_sheep; when resuming, the run's own)")
     parser.add_argument("--experiment_dir", default=None,
                         help="run folder for config, checkpoints and logs "
                              "(default: experiments/<data_set>)")
@@ -62,39 +63,68 @@ def main(argv=None):
         # Everything here is about the user's files, flags and hparams: one line, no traceback.
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return train(args, **run)
+    except MemoryError:
+        print("error: out of memory while loading the data; use smaller data sets or hparams",
+              file=sys.stderr)
+        return 2
+    import utils
+
+    try:
+        return train(args, **run)
+    except utils.UnsafePathError as err:  # a link made in the run folder while it trained
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory while training; try a smaller batch_size, max_seq_len or "
+              "model (--hparams)", file=sys.stderr)
+        return 2
 
 
 def prepare(args):
     """Checks flags, hparams, run folder and data; returns what `train` needs."""
     import utils  # imported here so that --help is instant
+    from callbacks import check_run_folder
 
-    experiment_dir = args.experiment_dir or os.path.join("experiments", args.data_set.replace(",", "_"))
+    requested = None
+    if args.data_set is not None:
+        requested = [name.strip() for name in args.data_set.split(",")]
+        for name in requested:
+            utils.check_data_set_name(name, "--data_set")
+    default_name = "_".join(requested or ["aaron_sheep"])
+    experiment_dir = args.experiment_dir or os.path.join("experiments", default_name)
     check_experiment_dir(experiment_dir)
+    check_run_folder(experiment_dir)
     config_path = os.path.join(experiment_dir, "model_config.json")
 
     from seq2seqVAE import HParams, load_config
 
     checkpoint, initial_epoch = None, 0
     if args.checkpoint:
-        if not os.path.exists(config_path):
+        if not os.path.lexists(config_path):
             raise ValueError(f"--checkpoint: {config_path} is missing, so there is no run to resume "
                              "in --experiment_dir")
-        stored_hps, stored = load_config(experiment_dir)
+        stored_hps, stored = load_stored_config(experiment_dir, config_path, load_config)
         hps = HParams.parse(args.hparams, base=stored_hps)
+        utils.check_hparam_limits(hps.to_dict(), "--hparams")
         check_same_model(stored_hps, hps, config_path)
         checkpoint, initial_epoch = find_checkpoint(args.checkpoint, args.initial_epoch)
         scale_factor, data_sets = stored_data_settings(stored, config_path)
-        if args.data_set and sorted(args.data_set.split(",")) != sorted(data_sets):
+        if requested is not None and sorted(requested) != sorted(data_sets):
             raise ValueError(f"--data_set: the run in {experiment_dir} was trained on "
                              f"{','.join(data_sets)}, not {args.data_set}")
     else:
-        if os.path.exists(config_path):
-            raise ValueError(f"--experiment_dir: {experiment_dir} already holds a run; resume it with "
-                             f"--checkpoint={experiment_dir} or choose a new folder")
+        if os.path.lexists(config_path):
+            if has_checkpoints(experiment_dir):
+                raise ValueError(f"--experiment_dir: {experiment_dir} already holds a run; resume it "
+                                 f"with --checkpoint={experiment_dir} or choose a new folder")
+            # A run that stopped before its first checkpoint left only its config and logs:
+            # there is nothing to resume, so the same command starts it again.
+            print(f"{experiment_dir} holds a run that stopped before its first checkpoint; "
+                  "starting it over", file=sys.stderr)
         hps = HParams.parse(args.hparams)
+        utils.check_hparam_limits(hps.to_dict(), "--hparams")
         scale_factor = None
-        data_sets = [name.strip() for name in args.data_set.split(",") if name.strip()]
+        data_sets = requested or ["aaron_sheep"]
 
     train_strokes, valid_strokes, test_strokes = utils.load_strokes(
         args.data_dir, ",".join(data_sets), base_url=args.base_url)
@@ -169,7 +199,9 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
         LearningRateDecay(hps),
         KLWeightAnnealing(hps),
         checkpointer,
-        keras.callbacks.CSVLogger(os.path.join(experiment_dir, "logs", "training_log.csv"), append=True),
+        # A new run (or one started over) begins a new log; a resumed run continues it.
+        keras.callbacks.CSVLogger(os.path.join(experiment_dir, "logs", "training_log.csv"),
+                                  append=checkpoint is not None),
         keras.callbacks.TensorBoard(os.path.join(experiment_dir, "logs", "tensorboard")),
     ]
     print(f"Training on {len(loaders['train'])} sketches of {','.join(data_sets)} "
@@ -237,19 +269,28 @@ def check_same_model(stored, requested, config_path):
 
 def stored_data_settings(stored, config_path):
     """The scale factor and data set names of a stored config, checked before use."""
-    import math
-    import reprlib
+    import utils
 
-    scale_factor, data_sets = stored.get("scale_factor"), stored.get("data_set")
-    if (isinstance(scale_factor, bool) or not isinstance(scale_factor, (int, float))
-            or not (math.isfinite(scale_factor) and scale_factor > 0)):
-        raise ValueError(f"{config_path}: 'scale_factor' must be a positive number, "
-                         f"got {reprlib.repr(scale_factor)}")
-    if not (isinstance(data_sets, list) and data_sets
-            and all(isinstance(name, str) and name for name in data_sets)):
-        raise ValueError(f"{config_path}: 'data_set' must be a list of data set names, "
-                         f"got {reprlib.repr(data_sets)}")
-    return float(scale_factor), data_sets
+    scale_factor = utils.check_scale_factor(stored.get("scale_factor"), config_path)
+    return scale_factor, utils.check_data_set_names(stored.get("data_set"), None, config_path)
+
+
+def load_stored_config(experiment_dir, config_path, load_config):
+    """load_config, after the checks a run's config must pass before anything reads it."""
+    import utils
+
+    utils.read_json_config(config_path)  # one line for a FIFO, non-UTF-8, deep nesting
+    stored_hps, stored = load_config(experiment_dir)
+    utils.check_hparam_limits(stored_hps.to_dict(), config_path)
+    return stored_hps, stored
+
+
+def has_checkpoints(experiment_dir):
+    """True if the run folder holds a checkpoint to resume from or a best model."""
+    from callbacks import list_checkpoints
+
+    folder = os.path.join(experiment_dir, "checkpoints")
+    return bool(list_checkpoints(folder)) or os.path.lexists(os.path.join(folder, "best.weights.h5"))
 
 
 def find_checkpoint(path, initial_epoch):
@@ -261,6 +302,7 @@ def find_checkpoint(path, initial_epoch):
     that epoch, with the global step (and so the schedules) where the checkpoint left them.
     """
     from callbacks import CHECKPOINT_PATTERN, list_checkpoints
+    from utils import check_regular_file
 
     if os.path.isdir(path):
         folder = path if not os.path.isdir(os.path.join(path, "checkpoints")) else os.path.join(
@@ -273,10 +315,12 @@ def find_checkpoint(path, initial_epoch):
             print(f"warning: skipping incomplete checkpoint {candidate}", file=sys.stderr)
         else:
             raise ValueError(f"--checkpoint: no complete checkpoint in {folder}")
-    elif not os.path.exists(path):
+    elif not os.path.lexists(path):
         raise ValueError(f"--checkpoint: {path} does not exist")
-    elif not checkpoint_is_complete(path):
-        raise ValueError(f"--checkpoint: {path} is truncated or not a checkpoint of this project")
+    else:
+        check_regular_file(path, "--checkpoint")  # a FIFO would hang h5py
+        if not checkpoint_is_complete(path):
+            raise ValueError(f"--checkpoint: {path} is truncated or not a checkpoint of this project")
     if initial_epoch is None:
         match = CHECKPOINT_PATTERN.search(os.path.basename(path))
         if not match:
@@ -310,6 +354,7 @@ def load_checkpoint(model, path):
     import numpy as np
 
     from sketch_rnn import legacy
+    from utils import first_line
 
     model.optimizer.build(model.trainable_variables)
     with warnings.catch_warnings(record=True) as caught:
@@ -319,8 +364,7 @@ def load_checkpoint(model, path):
         except (ValueError, TypeError, KeyError, OSError) as err:
             # Keras says "N objects could not be loaded. Example error message for <layer>:",
             # the reason on the next line, then the whole variable's values: cut it short.
-            reason = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-            reason = reason[:300] + ("..." if len(reason) > 300 else "") or type(err).__name__
+            reason = first_line(err)
             raise ValueError(f"--checkpoint: {path} does not fit this model ({reason})") from None
     for warning in caught:  # a load that worked keeps its warnings; a failed one has its error
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
@@ -332,7 +376,8 @@ def load_checkpoint(model, path):
 
 def print_resume_hint(args, experiment_dir, last_saved):
     if not last_saved:
-        print("\nInterrupted before the first checkpoint; nothing to resume.", file=sys.stderr)
+        print("\nInterrupted before the first checkpoint; nothing to resume: the same command "
+              "starts the run over.", file=sys.stderr)
         return
     command = " ".join(a for a in sys.argv if not a.startswith(("--checkpoint", "--initial_epoch")))
     print(f"\nInterrupted. The last checkpoint is intact: {last_saved}\n"

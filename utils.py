@@ -14,10 +14,18 @@ code. ``load_npz`` reads them with an unpickler that can only rebuild numpy arra
 
 import http.client
 import io
+import json
+import math
 import os
 import pickle
+import pickletools
+import re
+import reprlib
+import secrets
+import stat
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,12 +35,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-
-try:  # numpy >= 2 keeps its internals in numpy._core
-    from numpy._core.multiarray import _reconstruct, scalar
-except ImportError:  # numpy 1.x
-    from numpy.core.multiarray import _reconstruct, scalar
-
 
 # ---- stroke formats ----
 
@@ -148,109 +150,417 @@ def random_scale(strokes, factor, rng):
 
 
 # ---- safe loading ----
+#
+# A pickle is a program: each opcode pushes an object or calls a function that the file
+# names. The loader below runs such programs with three guards. Before anything is
+# built, every opcode is checked (pickletools reads them without building anything) and
+# their cost in memory is added up. Only the functions numpy's own pickles call are
+# reachable, each replaced by a wrapper that checks its arguments. And no state from the
+# file ever reaches numpy: a dtype is made fresh from its type string and the state the
+# file sets on it must equal the state numpy writes for that dtype; an array is built
+# with np.frombuffer from bytes whose length must match its shape. (Letting numpy's own
+# dtype.__setstate__ run would let a file clear an object dtype's flags and make numpy
+# read pointers from the file's bytes.)
 
 
 class UnsafeFileError(ValueError):
     """A .npz file asks to build something other than numpy arrays when unpickled."""
 
 
-# Every global a pickled numpy array may name. Python 2 and numpy 1.x files say
-# numpy.core, numpy 2 says numpy._core; both map to the functions imported above, so
-# the unpickler never imports a module named by the file.
+class UnsafePathError(ValueError):
+    """A path we would write through is a symbolic link, or one we would read is not a file."""
+
+
+MAX_ARRAY_BYTES_VARIABLE = "SKETCH_RNN_MAX_ARRAY_BYTES"
+# The memory a file may take by default: its size times this, plus a floor for small files.
+BYTES_PER_FILE_BYTE = 64
+MIN_ARRAY_BYTES = 64 << 20
+# What one pickle opcode may cost beyond its argument: the object it makes (a tuple, a
+# list, an int, a str header...), its slot in a container and the unpickler's memo.
+_OPCODE_BYTES = 128
+_ELEMENT_BYTES = 128  # an ndarray object without its data
+
+# The opcodes numpy's pickles use (protocols 0 to 5), and dicts so that a dict is refused
+# by name below. Everything else (persistent ids, extension codes, INST/OBJ/NEWOBJ class
+# calls, out-of-band buffers, sets) is refused before anything is built.
+_PICKLE_OPCODES = frozenset("""
+    PROTO FRAME STOP MARK
+    GLOBAL STACK_GLOBAL REDUCE BUILD
+    NONE NEWTRUE NEWFALSE INT BININT BININT1 BININT2 LONG LONG1 LONG4
+    STRING BINSTRING SHORT_BINSTRING BINBYTES SHORT_BINBYTES BINBYTES8 BYTEARRAY8
+    UNICODE BINUNICODE SHORT_BINUNICODE BINUNICODE8
+    EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_LIST LIST APPEND APPENDS
+    EMPTY_DICT DICT SETITEM SETITEMS
+    PUT BINPUT LONG_BINPUT MEMOIZE GET BINGET LONG_BINGET
+""".split())
+_TEXT_OPCODES = frozenset(["UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"])
+_MEMO_OPCODES = frozenset(["PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"])
+# Element types an array may have: numbers, text and objects, of a fixed size (no
+# structured, void or datetime dtypes).
+_PLAIN_TYPESTR = re.compile(r"(b1|[iu][1248]|f[248]|c(8|16)|[US][0-9]{1,6}|O8)")
+# numpy 2 pickles name numpy._core, numpy 1 and Python 2 files numpy.core: each name maps
+# to the checking wrapper (a method of the unpickler) that stands in for the function.
 _NUMPY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy.core.multiarray", "scalar"): scalar,
-    ("numpy._core.multiarray", "scalar"): scalar,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): "_reconstruct",
+    ("numpy._core.multiarray", "_reconstruct"): "_reconstruct",
+    ("numpy.core.multiarray", "scalar"): "_scalar",
+    ("numpy._core.multiarray", "scalar"): "_scalar",
+    ("numpy.core.numeric", "_frombuffer"): "_frombuffer",
+    ("numpy._core.numeric", "_frombuffer"): "_frombuffer",
+    ("numpy", "ndarray"): "_ndarray",
+    ("numpy", "dtype"): "_dtype",
+    ("_codecs", "encode"): "_encode",  # protocols 0-2 store bytes as latin1 text
+    ("__builtin__", "bytes"): "_bytes",  # ... and empty bytes as bytes()
+    ("builtins", "bytes"): "_bytes",
 }
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals numpy needs to rebuild arrays."""
+def array_bytes_limit(path, max_bytes=None):
+    """The memory ``load_npz`` may use for ``path``, in bytes.
 
-    def __init__(self, file, source, encoding):
+    ``max_bytes`` when given, else the environment variable SKETCH_RNN_MAX_ARRAY_BYTES,
+    else 64 MiB plus 64 times the file's size (real data sets take about 10 times).
+    """
+    if max_bytes is None:
+        text = os.environ.get(MAX_ARRAY_BYTES_VARIABLE)
+        if text:
+            try:
+                max_bytes = int(text)
+            except ValueError:
+                raise ValueError(f"{MAX_ARRAY_BYTES_VARIABLE} must be a number of bytes, "
+                                 f"got {text!r}") from None
+    if max_bytes is None:
+        return MIN_ARRAY_BYTES + BYTES_PER_FILE_BYTE * os.stat(path).st_size
+    if max_bytes <= 0:
+        raise ValueError(f"the memory limit of array loading must be positive, got {max_bytes}")
+    return max_bytes
+
+
+class _Budget:
+    """The bytes a load may still allocate; refuses, naming the file, beyond its limit."""
+
+    def __init__(self, source, limit):
+        self.source, self.limit, self.used = source, limit, 0
+
+    def spend(self, nbytes, what):
+        self.used += nbytes
+        if self.used > self.limit:
+            raise ValueError(
+                f"{self.source}: refusing to load: {what} would take more than the "
+                f"{self.limit} bytes allowed for this file (set {MAX_ARRAY_BYTES_VARIABLE} "
+                "to a larger number of bytes to allow more)"
+            )
+
+
+def _is_index(value):
+    return type(value) is int and value >= 0  # not bool, not a builder
+
+
+class _DtypeSpec:
+    """A dtype named by its type string; the file may set only the state numpy writes."""
+
+    __slots__ = ("typestr", "dtype", "built", "unpickler")
+
+    def __init__(self, unpickler, typestr):
+        self.unpickler, self.typestr, self.built = unpickler, typestr, False
+        self.dtype = np.dtype(typestr)
+
+    def __setstate__(self, state):
+        refuse = self.unpickler.refuse
+        if self.built:
+            raise refuse(f"sets the state of dtype {self.typestr} twice")
+        self.built = True
+        if not (isinstance(state, tuple) and len(state) == 8 and state[1] in ("<", ">", "|")):
+            raise refuse(f"sets an unknown state on dtype {self.typestr}")
+        fresh = np.dtype(state[1] + self.typestr)
+        expected = fresh.__reduce__()
+        if (expected[1][0] != self.typestr or state != expected[2]
+                or any(type(a) is not type(b) for a, b in zip(state, expected[2]))):
+            raise refuse(f"sets the state {state!r:.80} on dtype {self.typestr}, which is "
+                         f"not the state numpy writes ({expected[2]!r})")
+        self.dtype = fresh
+
+
+class _ArrayBuilder:
+    """What numpy's _reconstruct returns; its state (shape, dtype, data) makes the array."""
+
+    __slots__ = ("array", "unpickler")
+
+    def __init__(self, unpickler, array=None):
+        self.unpickler, self.array = unpickler, array
+
+    def __setstate__(self, state):
+        unpickler = self.unpickler
+        if self.array is not None:
+            raise unpickler.refuse("sets the state of an array twice")
+        if isinstance(state, tuple) and len(state) == 5 and state[0] == 1:
+            state = state[1:]
+        if not (isinstance(state, tuple) and len(state) == 4):
+            raise unpickler.corrupt("an array's state is not (shape, dtype, fortran_order, data)")
+        shape, dtype, fortran, data = state
+        if type(fortran) not in (bool, int):
+            raise unpickler.corrupt("an array's fortran_order is not a flag")
+        self.array = unpickler.make_array(shape, dtype, bool(fortran), data)
+
+
+class _NdarrayName:
+    """Stands for numpy.ndarray, which pickles name only as _reconstruct's first argument."""
+
+    def __init__(self, unpickler):
+        self.unpickler = unpickler
+
+    def __call__(self, *args):
+        raise self.unpickler.refuse("calls numpy.ndarray directly")
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the globals numpy needs, each to a checking wrapper.
+
+    Build it on a payload that ``_scan_pickle`` accepted: the scan is what bounds the
+    unpickler's own allocations. ``load()`` returns an ``_ArrayBuilder`` (or whatever
+    else the payload built, for the caller to refuse).
+    """
+
+    def __init__(self, file, source, encoding, member="the pickle", budget=None):
         super().__init__(file, encoding=encoding)
-        self.source = source
+        self.source, self.member = source, member
+        self.budget = budget or _Budget(source, float("inf"))
+
+    def refuse(self, what):
+        return UnsafeFileError(
+            f"{self.source}: refusing to load: the file holds objects that are not numpy "
+            f"arrays ({self.member} {what})"
+        )
+
+    def corrupt(self, what):
+        return ValueError(f"{self.source}: {self.member} is corrupt: {what}")
 
     def find_class(self, module, name):
         try:
-            return _NUMPY_GLOBALS[(module, name)]
+            method = _NUMPY_GLOBALS[(module, name)]
         except KeyError:
             raise UnsafeFileError(
                 f"{self.source}: refusing to load: the file holds objects that are "
                 f"not numpy arrays (it asks for {module}.{name})"
             ) from None
+        return _NdarrayName(self) if method == "_ndarray" else getattr(self, method)
+
+    def persistent_load(self, pid):
+        raise self.refuse("refers to an object outside the file (a pickle persistent id)")
+
+    # -- the wrappers --
+
+    def _reconstruct(self, subtype, shape, typecode):
+        if not isinstance(subtype, _NdarrayName) or shape != (0,) or typecode not in (b"b", "b"):
+            raise self.refuse("calls numpy's _reconstruct with arguments numpy never writes")
+        return _ArrayBuilder(self)
+
+    def _dtype(self, typestr, align=False, copy=True):
+        if not (isinstance(typestr, str) and _PLAIN_TYPESTR.fullmatch(typestr)):
+            raise self.refuse(f"asks for the dtype {typestr!r:.40}, expected a plain number, "
+                              "text or object type")
+        if type(align) not in (bool, int) or align or type(copy) not in (bool, int) or not copy:
+            raise self.refuse("asks for a dtype with options numpy never writes")
+        return _DtypeSpec(self, typestr)
+
+    def _encode(self, text, encoding):
+        if not isinstance(text, str) or encoding != "latin1":
+            raise self.refuse("calls _codecs.encode with arguments numpy never writes")
+        try:
+            return text.encode("latin1")
+        except UnicodeEncodeError:
+            raise self.corrupt("its latin1 text holds characters beyond latin1") from None
+
+    def _bytes(self, *args):
+        if args:
+            raise self.refuse("calls bytes() with arguments")
+        return b""
+
+    def _frombuffer(self, buffer, dtype, shape, order):
+        if order not in ("C", "F"):
+            raise self.corrupt(f"an array has order {order!r:.20}, expected 'C' or 'F'")
+        if isinstance(dtype, _DtypeSpec) and dtype.dtype.hasobject:
+            raise self.refuse("asks for an object array from raw bytes")
+        return _ArrayBuilder(self, self.make_array(shape, dtype, order == "F", buffer))
+
+    def _scalar(self, dtype, data):
+        if not isinstance(dtype, _DtypeSpec) or dtype.dtype.hasobject:
+            raise self.refuse("asks for a numpy scalar that is not a number")
+        return self.make_array((), dtype, False, data)[()]
+
+    def make_array(self, shape, dtype, fortran, data):
+        """An array of ``shape`` and ``dtype`` from the file's ``data``, checked first."""
+        if not isinstance(dtype, _DtypeSpec):
+            raise self.refuse(f"gives an array the dtype {type(dtype).__name__}")
+        dtype = dtype.dtype
+        if not (isinstance(shape, tuple) and len(shape) <= 32 and all(map(_is_index, shape))):
+            raise self.corrupt(f"an array has shape {shape!r:.60}")
+        count = math.prod(shape)
+        order = "F" if fortran else "C"
+        if not dtype.hasobject:
+            if isinstance(data, str):  # protocol 0-2 bytes read by a latin1 unpickler
+                data = self._encode(data, "latin1")
+            if not isinstance(data, (bytes, bytearray)):
+                raise self.corrupt(f"an array's data is a {type(data).__name__}, expected bytes")
+            nbytes = count * dtype.itemsize
+            if len(data) != nbytes:
+                raise self.corrupt(f"an array of shape {shape} and dtype {dtype} needs "
+                                   f"{nbytes} bytes, its data has {len(data)}")
+            self.budget.spend(nbytes, f"{self.member}: an array of shape {shape}")
+            return np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order=order).copy(
+                order="K")
+        if not (isinstance(data, list) and len(data) == count):
+            raise self.corrupt(f"an object array of shape {shape} does not hold {count} elements")
+        elements = []
+        for index, element in enumerate(data):
+            if not isinstance(element, _ArrayBuilder):
+                raise self.refuse(f"element {index} is a {type(element).__name__}")
+            if element.array is None:
+                raise self.refuse(f"element {index} is used before it is built")
+            if element.array.dtype.kind not in "iuf":
+                raise self.refuse(f"element {index} has dtype {element.array.dtype}, "
+                                  "expected a numeric array")
+            # Counted per slot: one element repeated through the pickle's memo is one
+            # object here but a copy in every sketch list made from the array.
+            self.budget.spend(_ELEMENT_BYTES + element.array.nbytes,
+                              f"{self.member}: {count} elements")
+            elements.append(element.array)
+        array = np.empty(count, dtype=object)
+        array[:] = elements if count else array
+        return array.reshape(shape, order=order)
 
 
-def _read_npy_header(fh, source, member):
-    """Reads the magic string and header of one .npy member; returns (shape, dtype)."""
+def _scan_pickle(payload, unpickler):
+    """Checks every opcode of ``payload`` before it runs; returns the bytes it may take.
+
+    Unpickling allocates what the file claims (a bytes opcode's length, a memo index) before
+    reading it; pickletools only reads, so after this scan every such claim has been checked
+    against the bytes that are really there.
+    """
+    cost = 0
     try:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            raise ValueError(f"unsupported .npy format version {version}")
-    except ValueError as err:
-        raise ValueError(
-            f"{source}: {member} is not a valid .npy array ({err})"
-        ) from err
-    return shape, dtype
+        for count, (opcode, arg, _) in enumerate(pickletools.genops(payload), start=1):
+            name = opcode.name
+            if name in ("PERSID", "BINPERSID"):
+                raise unpickler.refuse("refers to an object outside the file (a pickle "
+                                       "persistent id)")
+            if name not in _PICKLE_OPCODES:
+                raise unpickler.refuse(f"uses the pickle opcode {name}, which numpy never writes")
+            if name in _MEMO_OPCODES and not (_is_index(arg) and arg < count):
+                raise unpickler.corrupt(f"its pickle uses memo slot {arg!r:.20} out of order")
+            if isinstance(arg, (str, bytes, bytearray)):
+                cost += len(arg) * (4 if name in _TEXT_OPCODES else 1)
+            elif isinstance(arg, int):
+                cost += arg.bit_length() // 8
+            cost += _OPCODE_BYTES
+    except ValueError as err:  # genops: truncated argument, unknown opcode, no STOP
+        if isinstance(err, UnsafeFileError) or str(err).startswith(str(unpickler.source)):
+            raise
+        raise unpickler.corrupt(f"its pickled data could not be read ({first_line(err)})") from None
+    return cost
 
 
-def _unpickle_array(payload, source, member, shape):
+def _unpickle_array(payload, source, member, shape, budget):
     """Unpickles one object array with _NumpyOnlyUnpickler and checks what came out."""
+    scanner = _NumpyOnlyUnpickler(io.BytesIO(payload), source, "ASCII", member, budget)
+    budget.spend(_scan_pickle(payload, scanner), f"{member}: its pickle")
+    used = budget.used
     try:
         try:
-            array = _NumpyOnlyUnpickler(io.BytesIO(payload), source, "ASCII").load()
+            built = _NumpyOnlyUnpickler(io.BytesIO(payload), source, "ASCII", member, budget).load()
         except UnicodeDecodeError:
             # Python 2 pickles store array bytes as str; numpy's own advice is latin1.
-            array = _NumpyOnlyUnpickler(io.BytesIO(payload), source, "latin1").load()
-    except UnsafeFileError:
+            budget.used = used
+            built = _NumpyOnlyUnpickler(io.BytesIO(payload), source, "latin1", member,
+                                        budget).load()
+    except (UnsafeFileError, MemoryError):
         raise
+    except ValueError as err:
+        if str(err).startswith(str(source)):  # ours: already one line naming the file
+            raise
+        raise scanner.corrupt(f"its pickled data could not be read ({first_line(err)})") from None
     except Exception as err:  # a broken pickle fails in many ways; all mean "corrupt"
-        raise ValueError(
-            f"{source}: {member} is corrupt: its pickled data could not be read ({err})"
-        ) from err
+        raise scanner.corrupt(f"its pickled data could not be read ({first_line(err)})") from None
 
-    def refuse(what):
-        return UnsafeFileError(
-            f"{source}: refusing to load: the file holds objects that are not numpy "
-            f"arrays ({member} {what})"
-        )
-
-    if not isinstance(array, np.ndarray):
-        raise refuse(f"is a {type(array).__name__}")
+    if not isinstance(built, _ArrayBuilder):
+        raise scanner.refuse(f"is a {type(built).__name__}")
+    if built.array is None:
+        raise scanner.corrupt("its array is never given its data")
+    array = built.array
     if array.shape != tuple(shape):
         raise ValueError(
             f"{source}: {member} is corrupt: its header says shape {tuple(shape)} "
             f"but its data has shape {array.shape}"
         )
     if array.dtype != object:
-        raise refuse(f"has dtype {array.dtype}, expected an object array of arrays")
-    for index, element in enumerate(array.flat):
-        if not isinstance(element, np.ndarray):
-            raise refuse(f"element {index} is a {type(element).__name__}")
-        if element.dtype.kind not in "iuf":
-            raise refuse(
-                f"element {index} has dtype {element.dtype}, expected a numeric array"
-            )
+        raise scanner.refuse(f"has dtype {array.dtype}, expected an object array of arrays")
     return array
 
 
-def load_npz(path):
-    """Loads a Sketch-RNN .npz without letting the file run code.
+def _read_npy_header(fh, source, member):
+    """Reads the magic string and header of one .npy member; returns (shape, fortran, dtype)."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except ValueError as err:
+        raise ValueError(
+            f"{source}: {member} is not a valid .npy array ({first_line(err)})"
+        ) from None
+    if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in "biufcUSO":
+        raise UnsafeFileError(f"{source}: refusing to load: {member} has dtype {dtype}, "
+                              "expected numbers, text or objects")
+    return shape, fortran, dtype
+
+
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
+                zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+
+
+def _read_member(archive, info, source, budget):
+    """One .npy member of an .npz as an array, every size checked before it is allocated."""
+    member = info.filename
+    if info.flag_bits & 0x1:
+        raise ValueError(f"{source}: {member} is encrypted; a Sketch-RNN .npz is not")
+    if info.compress_type not in _ZIP_METHODS:
+        raise ValueError(f"{source}: {member} uses zip compression method {info.compress_type}, "
+                         f"expected one of {', '.join(_ZIP_METHODS.values())}")
+    with archive.open(info) as fh:
+        shape, fortran, dtype = _read_npy_header(fh, source, member)
+        count = math.prod(shape)
+        if dtype.hasobject:
+            budget.spend(count * _ELEMENT_BYTES, f"{member}: its header's shape {shape}")
+            remaining = budget.limit - budget.used
+            payload = fh.read(remaining + 1)
+            budget.spend(len(payload), f"{member}: its pickle")
+            return _unpickle_array(payload, source, member, shape, budget)
+        nbytes = count * dtype.itemsize
+        budget.spend(nbytes, f"{member}: its header's shape {shape} of {dtype}")
+        data = fh.read(nbytes)
+    if len(data) != nbytes:
+        raise ValueError(f"{source}: {member} is corrupt: its header says shape {shape} of "
+                         f"{dtype} ({nbytes} bytes) but it holds {len(data)} bytes")
+    return np.frombuffer(data, dtype=dtype, count=count).reshape(
+        shape, order="F" if fortran else "C").copy(order="K")
+
+
+def load_npz(path, max_bytes=None):
+    """Loads a Sketch-RNN .npz without letting the file run code or take unbounded memory.
 
     ``np.load(allow_pickle=True)`` would run whatever the pickles inside ask for. Here
     plain arrays are read with pickling disabled, and object arrays (the sketches) are
-    unpickled by an unpickler that can only build numpy arrays and dtypes; every element
-    must then be a numeric array.
+    unpickled by an unpickler that can only build numpy arrays of plain dtypes, from
+    dtypes and data it checks itself; every element must then be a numeric array. Sizes
+    are checked before anything is allocated (see ``array_bytes_limit``).
 
     Args:
         path: path of the .npz file.
+        max_bytes: memory the arrays and the unpickling may take; by default
+            ``array_bytes_limit(path)``.
 
     Returns:
         dict from key (member name without ``.npy``) to array.
@@ -259,43 +569,235 @@ def load_npz(path):
         FileNotFoundError: if ``path`` does not exist.
         UnsafeFileError: if a pickle asks for anything but numpy arrays, or an object
             array holds anything but numeric arrays.
-        ValueError: if the file is not a zip of .npy arrays or is corrupt.
+        ValueError: if the file is not a zip of .npy arrays, is corrupt or too large.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
         raise ValueError(f"{path} is a directory, expected a .npz file")
+    check_regular_file(path)
+    budget = _Budget(path, array_bytes_limit(path, max_bytes))
     arrays = {}
+    member = None
     try:
         with zipfile.ZipFile(path) as archive:
-            for member in archive.namelist():
+            for info in archive.infolist():
+                member = info.filename
                 if not member.endswith(".npy"):
                     continue  # np.savez writes nothing else; anything else is not ours
-                with archive.open(member) as fh:
-                    shape, dtype = _read_npy_header(fh, path, member)
-                    if dtype.hasobject:
-                        payload = fh.read()
-                if dtype.hasobject:
-                    array = _unpickle_array(payload, path, member, shape)
-                else:
-                    with archive.open(member) as fh:
-                        try:
-                            array = np.lib.format.read_array(fh, allow_pickle=False)
-                        except ValueError as err:
-                            raise ValueError(
-                                f"{path}: {member} is corrupt ({err})"
-                            ) from err
-                arrays[member[: -len(".npy")]] = array
+                arrays[member[: -len(".npy")]] = _read_member(archive, info, path, budget)
     except zipfile.BadZipFile as err:
         raise ValueError(
-            f"{path} is not a valid .npz file (a zip of .npy arrays): {err}"
-        ) from err
-    except (zlib.error, EOFError) as err:
-        raise ValueError(f"{path} is corrupt: {err}") from err
+            f"{path} is not a valid .npz file (a zip of .npy arrays): {first_line(err)}"
+        ) from None
+    except (zlib.error, EOFError, NotImplementedError, RuntimeError) as err:
+        # zipfile: a damaged stream, an unsupported feature, a password asked for
+        raise ValueError(f"{path}: {member} cannot be read ({first_line(err)})") from None
+    except MemoryError:
+        raise ValueError(f"{path}: not enough memory to load {member}") from None
     if not arrays:
         raise ValueError(f"{path} holds no .npy arrays, expected a Sketch-RNN .npz")
     return arrays
+
+
+# ---- files we read and write ----
+
+
+def first_line(error, limit=300):
+    """The reason an exception gives, in one line.
+
+    Keras and urllib put an introduction, the reason and then lists of objects on separate
+    lines: a first line that ends with ':' is joined to the next non-empty one and the rest
+    is dropped. Long reasons are cut at ``limit`` characters.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    text = lines[0]
+    if text.endswith(":") and len(lines) > 1:
+        text = f"{text} {lines[1]}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_regular_file(path, what=None):
+    """Raises one line unless ``path`` is a regular file (or a link to one).
+
+    Reading a FIFO waits forever and a device never ends: check before opening.
+
+    Args:
+        path: the file.
+        what: the flag or file it came from, to start the message (e.g. "--checkpoint").
+
+    Raises:
+        FileNotFoundError: if nothing is there; UnsafePathError: if it is not a regular file.
+    """
+    lead = f"{what}: " if what else ""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{lead}{path} does not exist") from None
+    except OSError as err:
+        raise UnsafePathError(f"{lead}cannot read {path} ({err.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise UnsafePathError(f"{lead}{path} is a folder, expected a file")
+    if not stat.S_ISREG(mode):
+        raise UnsafePathError(f"{lead}{path} is not a regular file (a FIFO, socket or device); "
+                              "refusing to read it")
+
+
+def refuse_link(path, what=None):
+    """Raises one line if ``path`` is a symbolic link: we never write through one."""
+    if os.path.islink(path):
+        lead = f"{what}: " if what else ""
+        raise UnsafePathError(f"{lead}{path} is a symbolic link; refusing to write through it "
+                              "(remove the link)")
+
+
+def write_atomically(path, data):
+    """Writes ``data`` (bytes or str) to ``path`` via a new temporary file and a rename.
+
+    A link at ``path`` is refused, and the temporary file is created, never opened, so no
+    link can redirect the write; a crash leaves the old file or none, never half a file.
+    The temporary name, ``.tmp-<pid>-<random>-<name>``, is one that
+    ``callbacks.remove_stale_temporaries`` recognises.
+    """
+    path = os.fspath(path)
+    refuse_link(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    directory, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(directory, f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{name}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(temporary, flags, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.remove(temporary)
+        raise
+
+
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_DEPTH = 16
+
+
+def read_json_config(path):
+    """Reads a run's JSON file (model_config.json) as a dict, with one-line errors.
+
+    Args:
+        path: the file.
+
+    Returns:
+        the dict it holds.
+
+    Raises:
+        FileNotFoundError, UnsafePathError: if it is missing or not a regular file.
+        ValueError: naming the file, if it is larger than 1 MiB, not UTF-8, not JSON,
+            nested deeper than 16 levels or not a JSON object.
+    """
+    check_regular_file(path)
+
+    def wrong(reason):
+        return ValueError(f"{path}: not a {os.path.basename(path)} written by this project "
+                          f"({reason})")
+
+    with open(path, "rb") as f:
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise wrong(f"larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise wrong(f"not UTF-8 text: byte {err.start} is {raw[err.start]:#04x}") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise wrong(f"not valid JSON: {first_line(err)}") from None
+    except RecursionError:
+        raise wrong(f"nested deeper than {MAX_CONFIG_DEPTH} levels") from None
+    pending = [(config, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise wrong(f"nested deeper than {MAX_CONFIG_DEPTH} levels")
+        children = value.values() if isinstance(value, dict) else value if isinstance(
+            value, list) else ()
+        pending.extend((child, depth + 1) for child in children)
+    if not isinstance(config, dict):
+        raise wrong(f"a JSON {type(config).__name__}, expected an object {{...}}")
+    return config
+
+
+def check_scale_factor(value, source):
+    """Returns ``value`` as a float if it is a finite positive number; else one line naming ``source``."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and value > 0)):
+        raise ValueError(f"{source}: 'scale_factor' must be a positive number, "
+                         f"got {reprlib.repr(value)}")
+    return float(value)
+
+
+def check_data_set_name(name, source):
+    """One line naming ``source`` unless ``name`` is a bare data set name (no path)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{source}: a data set name must be a non-empty string, "
+                         f"got {reprlib.repr(name)}")
+    if ("/" in name or "\\" in name or ".." in name or name.strip() != name
+            or any(not character.isprintable() for character in name)):
+        raise ValueError(f"{source}: {name!r} is not a data set name (names hold no path "
+                         "separators or '..'; put the folder in --data_dir)")
+
+
+def check_data_set_names(names, data_dir=None, source="data_set"):
+    """Checks a stored list of data set names; returns it as a list of str.
+
+    Every name must be a bare name (``check_data_set_name``) and, when ``data_dir`` is
+    given, a known data set or a file ``<data_dir>/<name>.npz``.
+
+    Raises:
+        ValueError: naming ``source`` and the name.
+    """
+    if not (isinstance(names, list) and names):
+        raise ValueError(f"{source}: 'data_set' must be a list of data set names (at least "
+                         f"one), got {reprlib.repr(names)}")
+    for name in names:
+        check_data_set_name(name, source)
+        if data_dir is not None:
+            stem = name.removesuffix(".npz")
+            known = stem in SKETCH_RNN_DATASETS or stem in quickdraw_categories()
+            if not known and not (Path(data_dir) / f"{stem}.npz").is_file():
+                raise ValueError(f"{source}: {_unknown_data_set(name, data_dir)}")
+    return list(names)
+
+
+# Bounds of the hparams (and flags) where a larger value would exhaust memory or overflow.
+HPARAM_LIMITS = {
+    "max_seq_len": 10_000,  # QuickDraw's longest sketches have under 2000 points
+    "enc_rnn_size": 8192,
+    "dec_rnn_size": 8192,
+    "z_size": 8192,
+    "num_mixture": 1000,
+    "batch_size": 10_000,
+    "epochs": 10**9,
+    "steps_per_epoch": 10**9,
+    "save_every": 10**9,
+    "bucket_batches": 10**6,
+    "seed": 2**32 - 1,  # numpy's and TensorFlow's seeds are 32-bit
+}
+
+
+def check_hparam_limits(values, source="hparams"):
+    """One line naming the key if an hparam in ``values`` (a dict) exceeds HPARAM_LIMITS."""
+    for key, limit in HPARAM_LIMITS.items():
+        value = values.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            raise ValueError(f"{source}: hparam '{key}' must be at most {limit}, got "
+                             f"{reprlib.repr(value)}")
 
 
 # ---- datasets ----
@@ -384,59 +886,117 @@ def _show_progress(label, done, total):
     sys.stderr.flush()
 
 
-def download_dataset(name, data_dir, base_url=None):
+DOWNLOAD_DEADLINE_VARIABLE = "SKETCH_RNN_DOWNLOAD_DEADLINE"
+MAX_DOWNLOAD_BYTES_VARIABLE = "SKETCH_RNN_MAX_DOWNLOAD_BYTES"
+DOWNLOAD_DEADLINE = 600.0  # seconds for a whole download
+MAX_DOWNLOAD_BYTES = 2 << 30  # the largest QuickDraw category is about 200 MB
+READ_TIMEOUT = 60.0  # seconds a single read may wait
+
+
+def _setting(value, variable, default, kind):
+    """``value`` if given, else the environment ``variable``, else ``default``; positive."""
+    if value is None:
+        text = os.environ.get(variable)
+        try:
+            value = kind(text) if text else default
+        except ValueError:
+            raise ValueError(f"{variable} must be a positive number, got {text!r}") from None
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{variable} must be a positive number, got {value!r}")
+    return value
+
+
+class _HttpRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows at most 5 redirects, and only to http(s) URLs."""
+
+    max_redirections = 5
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urllib.parse.urlsplit(newurl).scheme
+        if scheme not in ("http", "https"):
+            raise urllib.error.HTTPError(newurl, code, f"redirect to a {scheme}: URL refused",
+                                         headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def download_dataset(name, data_dir, base_url=None, deadline=None, max_bytes=None):
     """Downloads the data set ``name`` to ``<data_dir>/<name>.npz``.
 
     The file is written to a temporary file in ``data_dir``, checked with ``load_npz``
     and only then moved into place, so an interrupted or bad download never leaves a
-    file that looks complete.
+    file that looks complete; the temporary file is removed on every failure.
 
     Args:
         name: a QuickDraw category or one of "aaron_sheep", "kanji", "short_kanji",
             "omniglot".
         data_dir: folder to save the file in (created if missing).
         base_url: see ``dataset_url``.
+        deadline: seconds the whole download may take (default: the environment variable
+            SKETCH_RNN_DOWNLOAD_DEADLINE, else 600). It is checked after every read, and
+            a read waits at most 60 s (or the deadline, if shorter).
+        max_bytes: largest file accepted (default: SKETCH_RNN_MAX_DOWNLOAD_BYTES, else
+            2 GiB).
 
     Returns:
         Path of the saved file.
 
     Raises:
         ValueError: if ``name`` is not a known data set.
-        DownloadError: if the download fails or does not give a Sketch-RNN .npz.
+        DownloadError: if the download fails, is too slow or too large, or does not give a
+            Sketch-RNN .npz.
     """
     data_dir = Path(data_dir)
     url = _url_or_raise(name, base_url, None)
     target = data_dir / f"{name}.npz"
+    deadline = _setting(deadline, DOWNLOAD_DEADLINE_VARIABLE, DOWNLOAD_DEADLINE, float)
+    max_bytes = _setting(max_bytes, MAX_DOWNLOAD_BYTES_VARIABLE, MAX_DOWNLOAD_BYTES, int)
 
     def failed(reason):
         return DownloadError(
-            f"could not download {url} ({reason}); fetch it by hand and save it as "
-            f"{target}"
+            f"could not download {url} ({first_line(reason)}); fetch it by hand and save it "
+            f"as {target}"
         )
 
     data_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=data_dir, prefix=f".{name}.", suffix=".tmp")
     tmp_path = Path(tmp_name)
+    started = time.monotonic()
+    opener = urllib.request.build_opener(_HttpRedirects)
     try:
         with os.fdopen(fd, "wb") as out:
             try:
-                with urllib.request.urlopen(url, timeout=60) as response:
+                with opener.open(url, timeout=min(READ_TIMEOUT, deadline)) as response:
                     total = int(response.headers.get("Content-Length") or 0)
+                    if total > max_bytes:
+                        raise failed(f"the server announces {total} bytes, more than the "
+                                     f"{max_bytes} allowed by {MAX_DOWNLOAD_BYTES_VARIABLE}")
                     done = 0
                     try:
-                        while chunk := response.read(1 << 16):
+                        # read1: at most one read from the socket, so that a server sending
+                        # a byte at a time cannot hold us past the deadline
+                        while chunk := response.read1(1 << 16):
                             out.write(chunk)
                             done += len(chunk)
+                            if done > max_bytes:
+                                raise failed(f"more than the {max_bytes} bytes allowed by "
+                                             f"{MAX_DOWNLOAD_BYTES_VARIABLE}")
+                            if time.monotonic() - started > deadline:
+                                raise failed(f"not finished after {deadline:g} s, the limit set "
+                                             f"by {DOWNLOAD_DEADLINE_VARIABLE}")
                             _show_progress(f"downloading {name}.npz", done, total)
                     finally:
                         if done:  # end the progress line, also when the transfer broke
                             sys.stderr.write("\n")
-            except urllib.error.HTTPError as err:
-                raise failed(f"HTTP {err.code} {err.reason}") from err
+            except DownloadError:
+                raise
+            except urllib.error.HTTPError as err:  # also a redirect loop, in several lines
+                err.close()
+                raise failed(f"HTTP {err.code} {first_line(err.reason)}") from None
             except urllib.error.URLError as err:
-                raise failed(err.reason) from err
-            except (OSError, http.client.HTTPException) as err:  # timeouts, cut bodies
-                raise failed(str(err) or type(err).__name__) from err
+                raise failed(err.reason) from None
+            except (OSError, http.client.HTTPException, ValueError) as err:
+                # timeouts, cut bodies, malformed responses
+                raise failed(str(err) or type(err).__name__) from None
         if total and done != total:
             raise failed(f"got {done} of {total} bytes")
         try:
@@ -445,7 +1005,7 @@ def download_dataset(name, data_dir, base_url=None):
             # the temporary name means nothing to the user and is about to vanish
             raise failed(
                 str(err).replace(str(tmp_path), "the downloaded file")
-            ) from err
+            ) from None
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)  # already gone after a successful os.replace
@@ -491,12 +1051,11 @@ def validate_sketches(sketches, source):
 
 def _find_data_file(name, data_dir, base_url, download):
     """Returns the .npz path for one data set name, downloading it if allowed."""
+    check_data_set_name(name, "--data_set")
     stem = name.removesuffix(".npz")
     path = Path(data_dir) / f"{stem}.npz"
     if path.is_file():
         return path
-    if Path(name).is_file():
-        return Path(name)
     if not download:
         raise FileNotFoundError(f"{path}: no such file (and downloading is turned off)")
     _url_or_raise(stem, base_url, data_dir)  # so that an unknown name names data_dir
@@ -509,8 +1068,8 @@ def load_strokes(data_dir, data_set, base_url=None, download=True):
     Args:
         data_dir: folder holding ``<name>.npz`` files (downloads are saved here too).
         data_set: a name or a comma-separated list of names ("cat,guitar"). A name means
-            ``<data_dir>/<name>.npz``; a name ending in .npz or the path of an existing
-            file is also accepted.
+            ``<data_dir>/<name>.npz`` (a name ending in .npz too); a name holding a
+            path separator or '..' is refused: the folder goes in ``data_dir``.
         base_url: see ``dataset_url``.
         download: fetch missing files (only known data sets can be fetched).
 
@@ -681,7 +1240,8 @@ class DataLoader:
 # multiplies dx and dy: pass a run's stored scale factor to draw sketches in model units
 # (as SketchRNNDrawer returns them) at the size the data had, in pixels. y grows downwards,
 # as in the data sets. svgwrite and matplotlib are imported when first used, so that
-# training never loads them.
+# training never loads them. Files are written with ``write_atomically``: never through a
+# symbolic link, never half-written.
 
 
 def stroke_lines(stroke3, scale_factor=1.0):
@@ -817,7 +1377,7 @@ def sketches_to_svg(sketches, path=None, columns=None, labels=None, scale_factor
                                      font_size=f"{font_size:g}", font_family="sans-serif"))
     svg = drawing.tostring()
     if path is not None:
-        Path(path).write_text(svg, encoding="utf-8")
+        write_atomically(path, svg)
     return svg
 
 
@@ -883,7 +1443,9 @@ def sketches_to_png(sketches, path, columns=None, labels=None, scale_factor=1.0,
         if label is not None:
             canvas.text(*label)
     image = canvas.image()
-    image.save(path, format="PNG")
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    write_atomically(path, encoded.getvalue())
     return image.size
 
 
@@ -931,6 +1493,8 @@ def sketch_to_gif(stroke3, path, frames=None, scale_factor=1.0, duration=40, hol
             pen.set_data(*lines[stroke][last - starts[stroke]].reshape(2, 1))
         images.append(canvas.image())
     durations = [duration] * (len(images) - 1) + [hold]
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
+    encoded = io.BytesIO()
+    images[0].save(encoded, format="GIF", save_all=True, append_images=images[1:],
                    duration=durations, loop=0)
+    write_atomically(path, encoded.getvalue())
     return len(images)
