@@ -169,17 +169,9 @@ def check_args(args):
 
 
 def check_run(args):
-    """The checks of the run folder's files that must pass before the model reads them."""
+    """The checkpoint flag's file, before anything reads it (load_run checks the config)."""
     import utils
 
-    config_path = os.path.join(args.run_dir, "model_config.json")
-    if os.path.lexists(config_path):  # a missing one is load_run's error to give
-        config = utils.read_json_config(config_path)
-        hparams = config.get("hparams")
-        if isinstance(hparams, dict):
-            utils.check_hparam_limits(hparams, config_path)
-        utils.check_scale_factor(config.get("scale_factor"), config_path)
-        utils.check_data_set_names(config.get("data_set"), None, config_path)
     if args.checkpoint is not None:
         utils.check_regular_file(args.checkpoint, "--checkpoint")
 

@@ -103,9 +103,8 @@ def prepare(args):
         if not os.path.lexists(config_path):
             raise ValueError(f"--checkpoint: {config_path} is missing, so there is no run to resume "
                              "in --experiment_dir")
-        stored_hps, stored = load_stored_config(experiment_dir, config_path, load_config)
+        stored_hps, stored = load_config(experiment_dir)
         hps = HParams.parse(args.hparams, base=stored_hps)
-        utils.check_hparam_limits(hps.to_dict(), "--hparams")
         check_same_model(stored_hps, hps, config_path)
         checkpoint, initial_epoch = find_checkpoint(args.checkpoint, args.initial_epoch)
         scale_factor, data_sets = stored_data_settings(stored, config_path)
@@ -122,7 +121,6 @@ def prepare(args):
             print(f"{experiment_dir} holds a run that stopped before its first checkpoint; "
                   "starting it over", file=sys.stderr)
         hps = HParams.parse(args.hparams)
-        utils.check_hparam_limits(hps.to_dict(), "--hparams")
         scale_factor = None
         data_sets = requested or ["aaron_sheep"]
 
@@ -273,16 +271,6 @@ def stored_data_settings(stored, config_path):
 
     scale_factor = utils.check_scale_factor(stored.get("scale_factor"), config_path)
     return scale_factor, utils.check_data_set_names(stored.get("data_set"), None, config_path)
-
-
-def load_stored_config(experiment_dir, config_path, load_config):
-    """load_config, after the checks a run's config must pass before anything reads it."""
-    import utils
-
-    utils.read_json_config(config_path)  # one line for a FIFO, non-UTF-8, deep nesting
-    stored_hps, stored = load_config(experiment_dir)
-    utils.check_hparam_limits(stored_hps.to_dict(), config_path)
-    return stored_hps, stored
 
 
 def has_checkpoints(experiment_dir):

@@ -337,23 +337,22 @@ def load_run(run_dir, checkpoint=None, jit_compile=True):
     """
     hps, config = load_config(run_dir)
     config_path = os.path.join(run_dir, "model_config.json")
-    scale_factor = config.get("scale_factor")
-    if not isinstance(scale_factor, (int, float)) or not scale_factor > 0:
-        raise ValueError(f"{config_path}: expected a positive 'scale_factor', got {scale_factor!r}")
+    scale_factor = utils.check_scale_factor(config.get("scale_factor"), config_path)
+    data_sets = utils.check_data_set_names(config.get("data_set"), None, config_path)
     if checkpoint is None:
         checkpoint = _default_checkpoint(run_dir)
-    elif not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
+    else:
+        utils.check_regular_file(checkpoint, "checkpoint")  # a FIFO would hang the load
     # An uncompiled model has no optimizer, so Keras loads the layers' weights and leaves
     # the optimizer state of a training checkpoint unread.
     model = build_model(hps)
     try:
         legacy.load_weights(model, checkpoint)
     except (ValueError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot load {checkpoint} into the model of {config_path} ({first})") from None
-    return SketchRNNDrawer(model, scale_factor=float(scale_factor),
-                           data_sets=config.get("data_set", []), jit_compile=jit_compile)
+        reason = utils.first_line(err)  # Keras's reason, without the lines after it
+        raise ValueError(f"cannot load {checkpoint} into the model of {config_path} ({reason})") from None
+    return SketchRNNDrawer(model, scale_factor=float(scale_factor), data_sets=data_sets,
+                           jit_compile=jit_compile)
 
 
 def _default_checkpoint(run_dir):

@@ -6,9 +6,10 @@ run folder stores them in `model_config.json`; `load_config` rebuilds them from 
 
 import dataclasses
 import difflib
-import json
 import math
 import os
+
+import utils
 
 CELL_NAMES = ("lstm", "layer_norm", "hyper")  # the official cells (sketch_rnn.cells)
 
@@ -125,6 +126,7 @@ class HParams:
                     "kl_decay_rate", "decay_rate"]:
             if not 0 < getattr(self, key) <= 1:
                 raise ValueError(f"{source}: hparam '{key}' must be in (0, 1], got {getattr(self, key)}")
+        utils.check_hparam_limits(self.to_dict(), source)  # sizes that would exhaust memory
         if self.lstm_matmul_dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"{source}: hparam 'lstm_matmul_dtype' must be auto, float32 or "
                              f"bfloat16, got {self.lstm_matmul_dtype!r}")
@@ -167,10 +169,9 @@ def load_config(run_dir):
     path = os.path.join(run_dir, "model_config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no model_config.json in this run folder")
+    config = utils.read_json_config(path)  # one line for non-UTF-8, too deep, not an object
     try:
-        with open(path) as f:
-            config = json.load(f)
         hps = HParams.from_dict(config["hparams"], source=path)
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+    except (KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: not a model_config.json written by this project ({err})") from None
     return hps, config
