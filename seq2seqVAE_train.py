@@ -17,6 +17,7 @@ logs/tensorboard/ and, at the end, test_losses.json.
 """
 
 import argparse
+import importlib.util
 import os
 import signal
 import sys
@@ -200,8 +201,12 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
         # A new run (or one started over) begins a new log; a resumed run continues it.
         keras.callbacks.CSVLogger(os.path.join(experiment_dir, "logs", "training_log.csv"),
                                   append=checkpoint is not None),
-        keras.callbacks.TensorBoard(os.path.join(experiment_dir, "logs", "tensorboard")),
     ]
+    # Keras writes TensorBoard events with TensorFlow, which a JAX user may not have.
+    if importlib.util.find_spec("tensorflow") is not None:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(experiment_dir, "logs", "tensorboard")))
+    else:
+        print("TensorFlow is not installed: no TensorBoard log (logs/training_log.csv has the losses)")
     print(f"Training on {len(loaders['train'])} sketches of {','.join(data_sets)} "
           f"({len(train_batches)} steps per epoch, scale factor {scale_factor:.4f}, "
           f"recurrent matmuls in {resolved_matmul_dtype(hps)}); "
