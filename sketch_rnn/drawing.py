@@ -91,14 +91,14 @@ class SketchRNNDrawer:
     functions of utils.py take `scale_factor` to draw them at the data's size.
 
     Sampling runs one compiled loop per call over the whole batch (`sample_stroke5`): the
-    decoder LSTM step on the decoder layer's own weights (the z part of its input projection
-    computed once), the mixture head and `sample_stroke`, until every sketch has drawn its end
+    decoder cell's own `step` (the z part of its input projection computed once), the
+    mixture head and `sample_stroke`, until every sketch has drawn its end
     token or max_seq_len points. Its random draws are made up front with NumPy, one stream
     per sketch from `seed`, so a seeded call is reproducible and sketch i does not depend on
     how many others are drawn with it. The loop is traced once; XLA compiles it once per
     batch size (about 0.4 s for 1 sketch, 1.4 s for 100 at default size here), so the first
-    call with a new number of sketches is that much slower. The LSTM step is the layer's own
-    (`_lstm_step`), with its recurrent matmul in the layer's dtype (`lstm_matmul_dtype`).
+    call with a new number of sketches is that much slower. The recurrent matmuls are in the
+    cell's dtype (`lstm_matmul_dtype`). On JAX the loop is `jax.jit`-compiled.
 
     Build it with `load_run(run_dir)`, or from a model in memory.
 

@@ -64,7 +64,7 @@ class HParams:
     # 0 pads every batch to max_seq_len as the official code.
     custom_lstm_gradient: bool = True  # The LSTM's hand-written backward pass (else autodiff).
     fused_lstm_cell: bool = True  # With custom_lstm_gradient: each LSTM step's element-wise
-    # work in one compiled C++ op (fused_lstm.py; built on first use, TensorFlow ops if it can't be).
+    # work in one compiled C++ op (tf_backend/fused_lstm.py; built on first use, else TF ops).
     lstm_matmul_dtype: str = "auto"  # Every cell's recurrent matmuls: float32, bfloat16, or auto
     # (bfloat16 where the CPU computes it natively: AVX512-BF16 or AMX; else float32).
     jit_compile: bool = False  # Compile the train step with XLA.

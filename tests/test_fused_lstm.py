@@ -177,7 +177,7 @@ def test_steps_with_few_or_no_rows_inside(module, reverse, matmul_dtype, units):
 
 @pytest.mark.parametrize("backwards", [False, True])
 def test_a_masked_layer_sorts_its_rows_and_returns_them_in_order(module, backwards):
-    # SketchLSTM sorts a masked batch longest first for the fused recurrence; each sketch
+    # The fused engine sorts a masked batch longest first (longest_first); each sketch
     # must still get its own result, as Keras's LSTM run on that sketch alone.
     import tensorflow as tf
 

@@ -184,7 +184,7 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
         kernel = tf.cast(recurrent_kernel, mm_dtype)
         if has_mask:
             # Step k computes rows 0 .. active[k] - 1: up to the last row inside a sketch there
-            # (with the longest sketches first, as SketchLSTM sorts them, only those rows).
+            # (with the longest sketches first, as longest_first sorts them, only those rows).
             inside_rows = tf.where(tf.reshape(inside, (steps, batch)), tf.range(1, batch + 1), 0)
             active = tf.reduce_max(tf.concat([inside_rows, tf.zeros((steps, 1), tf.int32)], 1), axis=1)
         else:
@@ -218,7 +218,7 @@ def make_recurrence(module, has_mask, has_dropout, reverse, matmul_dtype):
             shape_invariants=_rows_vary(start, 2))  # h_matmul: the next step's active rows
 
         def grad(d_hs, d_h, d_c):
-            # Dense: a gather of the rows (SketchLSTM's sort) sends back IndexedSlices.
+            # Dense: a gather of the rows (the fused engine's sort, longest_first) sends back IndexedSlices.
             dh_pass = tf.zeros_like(h0) if d_h is None else tf.convert_to_tensor(d_h)  # through padding rows
             d_c = tf.zeros_like(c0) if d_c is None else tf.convert_to_tensor(d_c)
             d_hs = None if d_hs is None else tf.convert_to_tensor(d_hs)

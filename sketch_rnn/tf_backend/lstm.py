@@ -115,7 +115,7 @@ def _make_tf_recurrence(has_mask, has_dropout, reverse, matmul_dtype):
         hs, cs, sigmoids = hs.stack(), cs.stack(), sigmoids.stack()
 
         def grad(d_hs, d_h, d_c):
-            # Dense: a gather of the rows (SketchLSTM's sort) sends back IndexedSlices.
+            # Dense: a gather of the rows (the fused engine's sort, longest_first) sends back IndexedSlices.
             d_h = tf.zeros_like(h0) if d_h is None else tf.convert_to_tensor(d_h)
             d_c = tf.zeros_like(c0) if d_c is None else tf.convert_to_tensor(d_c)
             d_hs = None if d_hs is None else tf.convert_to_tensor(d_hs)
