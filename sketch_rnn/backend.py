@@ -47,12 +47,13 @@ def gpu_available():
 def compile_function(function, input_signature, jit_compile=True):
     """`function` compiled for inputs of `input_signature`, a list of (shape, dtype).
 
-    TensorFlow: one `tf.function` trace (XLA if `jit_compile`); JAX: `jax.jit`, which
-    compiles once per input shape; PyTorch: the function as it is (eager).
+    TensorFlow: one `tf.function` trace (XLA if `jit_compile`); JAX: `jax.jit` if
+    `jit_compile` (it compiles once per input shape); else, and on PyTorch, the function as
+    it is (eager).
     """
     if is_tensorflow():
         return tensorflow().compile_function(function, input_signature, jit_compile)
-    if name() == "jax":
+    if name() == "jax" and jit_compile:
         import jax
 
         return jax.jit(function)
