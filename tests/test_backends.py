@@ -18,6 +18,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ON_JAX = ["tests/test_cells.py", "tests/test_model.py", "tests/test_sampling.py",
           "tests/test_train.py"]
+# Of the training command's tests, a run and its exact resume (the others check argument
+# handling and the other cells' runs, the same code on every backend, and a training run on
+# JAX costs about a minute of compiling): the rest of the suite in full.
+TRAINING = "run_folder_holds or schedules or resume_continues or not test_train"
 
 
 @pytest.mark.slow
@@ -26,7 +30,8 @@ ON_JAX = ["tests/test_cells.py", "tests/test_model.py", "tests/test_sampling.py"
                     reason="JAX is not installed (pip install -r requirements-jax.txt)")
 def test_model_training_and_sampling_tests_pass_on_jax():
     env = dict(os.environ, KERAS_BACKEND="jax")
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ON_JAX]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", TRAINING,
+               *ON_JAX]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=1800)
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""

@@ -151,10 +151,9 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(shared_datasets
             assert "layers" in f and "optimizer" in f
 
 
-@pytest.mark.parametrize("cells", ["enc_model=layer_norm,dec_model=hyper",
-                                   "enc_model=hyper,dec_model=layer_norm"])
-def test_each_cell_type_trains_resumes_and_draws_through_the_commands(shared_datasets, tmp_path,
-                                                                      cells):
+def test_other_cells_train_resume_and_draw_through_the_commands(shared_datasets, tmp_path):
+    # The LSTM's runs are the tests above; a hyper encoder is exercised by test_sampling.py.
+    cells = "enc_model=layer_norm,dec_model=hyper"
     hparams = f"{TINY},steps_per_epoch=2,{cells}"
     straight, split = tmp_path / "straight", tmp_path / "split"
     result = run_train(shared_datasets, straight, f"--hparams={hparams},epochs=2")
