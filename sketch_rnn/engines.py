@@ -64,6 +64,10 @@ def _run_cudnn(cell, inputs, constant, state, step_mask, dropout, reverse):
                                                 cell.bias, state, step_mask, reverse)
 
 
+def _generic(reason):
+    return Engine("generic", "generic unroll (keras.ops scan)", reason, run_generic)
+
+
 def choose(cell, accelerate=False, custom_gradient=True, fused=True):
     """The engine for `cell` on this backend and device.
 
@@ -86,14 +90,11 @@ def choose(cell, accelerate=False, custom_gradient=True, fused=True):
         note = ("accelerate_LSTM: no GPU; " if is_lstm
                 else f"accelerate_LSTM: cuDNN has no {kind} cell; ")
     if not backend.is_tensorflow():
-        return Engine("generic", "generic unroll (keras.ops scan)",
-                      f"{note}the {backend.name()} backend has no faster engine", run_generic)
+        return _generic(f"{note}the {backend.name()} backend has no faster engine")
     if not is_lstm:
-        return Engine("generic", "generic unroll (keras.ops scan)",
-                      f"{note}no faster engine for the {kind} cell", run_generic)
+        return _generic(f"{note}no faster engine for the {kind} cell")
     if not custom_gradient:
-        return Engine("generic", "generic unroll (keras.ops scan)",
-                      f"{note}custom_lstm_gradient=False", run_generic)
+        return _generic(f"{note}custom_lstm_gradient=False")
     if fused:
         fused_lstm = backend.tensorflow().fused_lstm
         if fused_lstm.load() is not None:
