@@ -700,11 +700,30 @@ def read_json_config(path):
         ValueError: naming the file, if it is larger than 1 MiB, not UTF-8, not JSON,
             nested deeper than 16 levels or not a JSON object.
     """
+    config = read_json_file(path, "written by this project")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a {os.path.basename(path)} written by this project "
+                         f"(a JSON {type(config).__name__}, expected an object {{...}})")
+    return config
+
+
+def read_json_file(path, description=None):
+    """Reads a small JSON file (a config) with one-line errors; any JSON value.
+
+    Args:
+        path: the file.
+        description: how the messages describe the file ("not a model_config.json <it>").
+
+    Raises:
+        FileNotFoundError, UnsafePathError: if it is missing or not a regular file.
+        ValueError: naming the file, if it is larger than 1 MiB, not UTF-8, not JSON or
+            nested deeper than 16 levels.
+    """
     check_regular_file(path)
 
     def wrong(reason):
-        return ValueError(f"{path}: not a {os.path.basename(path)} written by this project "
-                          f"({reason})")
+        what = f"a {os.path.basename(path)} {description}" if description else "a JSON file"
+        return ValueError(f"{path}: not {what} ({reason})")
 
     with open(path, "rb") as f:
         raw = f.read(MAX_CONFIG_BYTES + 1)
@@ -715,22 +734,20 @@ def read_json_config(path):
     except UnicodeDecodeError as err:
         raise wrong(f"not UTF-8 text: byte {err.start} is {raw[err.start]:#04x}") from None
     try:
-        config = json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as err:
         raise wrong(f"not valid JSON: {first_line(err)}") from None
     except RecursionError:
         raise wrong(f"nested deeper than {MAX_CONFIG_DEPTH} levels") from None
-    pending = [(config, 1)]
+    pending = [(value, 1)]
     while pending:
-        value, depth = pending.pop()
+        item, depth = pending.pop()
         if depth > MAX_CONFIG_DEPTH:
             raise wrong(f"nested deeper than {MAX_CONFIG_DEPTH} levels")
-        children = value.values() if isinstance(value, dict) else value if isinstance(
-            value, list) else ()
+        children = item.values() if isinstance(item, dict) else item if isinstance(
+            item, list) else ()
         pending.extend((child, depth + 1) for child in children)
-    if not isinstance(config, dict):
-        raise wrong(f"a JSON {type(config).__name__}, expected an object {{...}}")
-    return config
+    return value
 
 
 def check_scale_factor(value, source):
