@@ -151,6 +151,14 @@ class LSTMCell(RecurrentCell):
 
         gates = x W + h U + b;  c' = sigmoid(f) c + sigmoid(i) (tanh(g) * dropout)
         h' = sigmoid(o) tanh(c')
+
+    Weights, with the official variable each one is (scope `LSTMCell/`). Our gates are
+    i, f, g, o, the official i, j, f, o (j is our g): a (.., 4H) official array is ours with
+    its two middle H-blocks swapped (`official_weights.swap_middle_gates`).
+
+        kernel (D, 4H)             W_xh
+        recurrent_kernel (H, 4H)   W_hh
+        bias (4H)                  bias, plus forget_bias (1.0) on the forget gate's block
     """
 
     name_in_hparams = "lstm"
