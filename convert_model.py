@@ -1,0 +1,106 @@
+"""Convert Sketch-RNN models between this project's run folders and other formats.
+
+Usage:
+    # a magenta.js model file (@magenta/sketch 0.2.0's format) -> a decoder-only run folder
+    python convert_model.py --from_magenta_js cat.gen.json --to experiments/cat_js
+
+    # a run folder -> a magenta.js model file; a conditional model is exported for one z:
+    # the posterior mean of a test sketch of its data set, or a draw z ~ N(0, I)
+    python convert_model.py --run_dir examples/sheep --to_magenta_js sheep.gen.json \\
+        --z_from 5 --data_dir datasets
+    python convert_model.py --run_dir examples/sheep --to_magenta_js sheep.gen.json --z_seed 0
+
+magenta.js stores weights as 16-bit integers on a grid of step 10/32767; the README's
+"Interoperability" section says what that and the initial state of a conditional model do.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter
+
+
+def add_magenta_js_arguments(parser):
+    """The flags of the two magenta.js modes."""
+    group = parser.add_argument_group("magenta.js (@magenta/sketch 0.2.0)")
+    group.add_argument("--from_magenta_js", metavar="MODEL.json",
+                       help="import this magenta.js model file into the run folder --to")
+    group.add_argument("--to_magenta_js", metavar="OUT.json",
+                       help="export the decoder of --run_dir to this magenta.js model file")
+    group.add_argument("--z_from", type=int, default=None, metavar="INDEX",
+                       help="export a conditional model for the posterior mean z of this test "
+                            "sketch of the run's data set (read from --data_dir)")
+    group.add_argument("--z_seed", type=int, default=None, metavar="SEED",
+                       help="export a conditional model for z ~ N(0, I) drawn with this seed")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Convert Sketch-RNN models between this project's run folders and other "
+                    "formats.")
+    parser.add_argument("--run_dir", help="a run folder of this project to export")
+    parser.add_argument("--checkpoint", default=None,
+                        help="the weights file of --run_dir to export (default: its best)")
+    parser.add_argument("--to", metavar="RUN_DIR", help="the new run folder an import writes")
+    parser.add_argument("--data_dir", default="datasets",
+                        help="folder of the run's .npz data sets (for --z_from)")
+    add_magenta_js_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def check_magenta_js_arguments(args):
+    """One-line errors for flags that do not make one magenta.js conversion."""
+    if args.from_magenta_js and args.to_magenta_js:
+        raise ValueError("--from_magenta_js and --to_magenta_js: give one conversion at a time")
+    if args.from_magenta_js:
+        if not args.to:
+            raise ValueError("--from_magenta_js: give the new run folder with --to")
+        if args.run_dir or args.z_from is not None or args.z_seed is not None:
+            raise ValueError("--from_magenta_js: --run_dir, --z_from and --z_seed are for exports")
+    if args.to_magenta_js:
+        if not args.run_dir:
+            raise ValueError("--to_magenta_js: give the run folder to export with --run_dir")
+        if args.to:
+            raise ValueError("--to_magenta_js: --to is for imports; the output is the file named "
+                             "by --to_magenta_js")
+
+
+def run_magenta_js(args):
+    """Runs the magenta.js conversion the flags ask for; returns the lines to print."""
+    from sketch_rnn import magenta_js
+
+    if args.from_magenta_js:
+        hps = magenta_js.import_magenta_js(args.from_magenta_js, args.to)
+        return [f"{args.to}: a decoder-only lstm run ({hps.dec_rnn_size} units) imported from "
+                f"{args.from_magenta_js}"]
+    result = magenta_js.export_magenta_js(args.run_dir, args.to_magenta_js, z_from=args.z_from,
+                                          z_seed=args.z_seed, data_dir=args.data_dir,
+                                          checkpoint=args.checkpoint)
+    lines = [f"{args.to_magenta_js}: the decoder of {args.run_dir} in the magenta.js format "
+             f"(largest weight change from quantisation {result['max_quantisation_error']:.2e})"]
+    if result["z"] is not None:
+        lines.append("its z is folded into the LSTM bias; its initial state is in info.initial_state "
+                     "(code that starts from zeroState() draws from another state)")
+    return lines
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        check_magenta_js_arguments(args)
+        if not (args.from_magenta_js or args.to_magenta_js):
+            raise ValueError("nothing to do: give --from_magenta_js MODEL.json --to RUN_DIR or "
+                             "--run_dir RUN_DIR --to_magenta_js OUT.json")
+        lines = run_magenta_js(args)
+    except (ValueError, OSError, RuntimeError) as err:
+        # The user's files and flags: one line, no traceback.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for line in lines:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
