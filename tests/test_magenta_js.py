@@ -203,14 +203,20 @@ def test_tiny_decoder_only_model_round_trips_within_quantisation(tiny_run):
 
 
 @pytest.fixture(scope="module")
-def sheep_export(tmp_path_factory, shared_datasets):
+def sheep():
+    """The shipped example model, float32."""
+    return magenta_js.load_float32_run(str(SHEEP))
+
+
+@pytest.fixture(scope="module")
+def sheep_export(tmp_path_factory, shared_datasets, sheep):
     """examples/sheep exported for the z of a test sketch, and imported back."""
     folder = tmp_path_factory.mktemp("sheep")
     exported = folder / "sheep.gen.json"
     assert convert_model.main(["--run_dir", str(SHEEP), "--to_magenta_js", str(exported), "--z_from",
                                str(SHEEP_INDEX), "--data_dir", str(shared_datasets)]) == 0
     assert convert_model.main(["--from_magenta_js", str(exported), "--to", str(folder / "back")]) == 0
-    original = magenta_js.load_float32_run(str(SHEEP))
+    original = sheep
     sketch = original.load_sketches(str(shared_datasets), "test")[SHEEP_INDEX]
     z = original.encode([sketch])[0]
     h, c = (s[0] for s in initial_state_model(original.model).predict(z[None], verbose=0))
@@ -229,6 +235,19 @@ def test_sheep_export_holds_its_z_and_initial_state(sheep_export):
     np.testing.assert_allclose(info["z"], sheep_export["z"], atol=1e-6)
     np.testing.assert_allclose(info["initial_state"]["h"], sheep_export["state"][0], atol=1e-6)
     np.testing.assert_allclose(info["initial_state"]["c"], sheep_export["state"][1], atol=1e-6)
+
+
+def test_the_web_page_model_is_the_shipped_sheep_at_its_z(sheep):
+    """examples/web/sheep.gen.json is examples/sheep exported for the z its info names."""
+    value = json.loads((ROOT / "examples" / "web" / "sheep.gen.json").read_text())
+    info = value[0]
+    z = np.array(info["z"], np.float32)
+    expected = magenta_js.to_magenta_js(magenta_js.decoder_weights(sheep.model, z), info)
+    assert value[1] == expected[1] and value[2] == expected[2]
+    h, c = (s[0] for s in initial_state_model(sheep.model).predict(z[None], verbose=0))
+    np.testing.assert_allclose(info["initial_state"]["h"], h, atol=1e-6)
+    np.testing.assert_allclose(info["initial_state"]["c"], c, atol=1e-6)
+    assert info["scale_factor"] == sheep.scale_factor and info["mode"] == 2
 
 
 def test_sheep_round_trips_within_quantisation(sheep_export):
