@@ -192,7 +192,7 @@ def test_tiny_decoder_only_model_round_trips_within_quantisation(tiny_run):
     # The file, as the library computes with it, is the original model within quantisation...
     assert_close(magenta_js_reference(value, tiny_run["points"]), original, tolerance, "file")
     # ... and so is the imported run, which holds the file's weights exactly.
-    back = load_run(str(tiny_run["back"]), jit_compile=False)
+    back = load_run(str(tiny_run["back"]))
     assert back.hps.dec_rnn_size == 12 and not back.hps.conditional and back.scale_factor == 3.5
     assert back.data_sets == ["cat"] and back.hps.max_seq_len == 30
     imported = ours(back.model, tiny_run["points"])
