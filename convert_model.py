@@ -71,9 +71,13 @@ def run_magenta_js(args):
     from sketch_rnn import magenta_js
 
     if args.from_magenta_js:
-        hps = magenta_js.import_magenta_js(args.from_magenta_js, args.to)
-        return [f"{args.to}: a decoder-only lstm run ({hps.dec_rnn_size} units) imported from "
-                f"{args.from_magenta_js}"]
+        hps, info = magenta_js.import_magenta_js(args.from_magenta_js, args.to)
+        lines = [f"{args.to}: a decoder-only lstm run ({hps.dec_rnn_size} units) imported from "
+                 f"{args.from_magenta_js}"]
+        if "initial_state" in info:
+            lines.append("the file's info.initial_state is not kept: a decoder-only run starts "
+                         "from zeros, as @magenta/sketch's zeroState()")
+        return lines
     result = magenta_js.export_magenta_js(args.run_dir, args.to_magenta_js, z_from=args.z_from,
                                           z_seed=args.z_seed, data_dir=args.data_dir,
                                           checkpoint=args.checkpoint)

@@ -347,7 +347,7 @@ def import_magenta_js(json_path, run_dir):
     `@magenta/sketch`'s `zeroState()`.
 
     Returns:
-        the HParams of the new run.
+        (the HParams of the new run, the file's info).
     """
     weights, info = read_magenta_js(json_path)  # before Keras is imported: bad files fail fast
     from sketch_rnn.model import build_model
@@ -365,4 +365,4 @@ def import_magenta_js(json_path, run_dir):
     set_decoder_weights(model, weights)
     write_run_folder(run_dir, model, scale_factor, _data_set_names(info, json_path),
                      source=f"imported from the magenta.js model {os.path.basename(json_path)}")
-    return hps
+    return hps, info

@@ -274,15 +274,18 @@ def test_magenta_sketch_in_node_draws_the_sheep_as_we_do(sheep_export, node_modu
     request = {"points": points.tolist(), "initial_state": "info", "seed": 3, "temperature": 0.5,
                "max_steps": 250}
     js, sample = run_node(node_modules, sheep_export["file"], request, tmp_path)
+    float_model = ours(sheep_export["model"], points, sheep_export["z"], sheep_export["state"])
+    back = load_run(str(sheep_export["back"]), jit_compile=False)
+    dequantised = ours(back.model, points, state=sheep_export["state"])
+    for name in NAMES:  # the README's figures (pytest -s shows them)
+        print(f"{name}: |JS - ours| {np.max(np.abs(js[name] - float_model[name])):.2e}, "
+              f"|JS - imported| {np.max(np.abs(js[name] - dequantised[name])):.2e}, "
+              f"tolerance {sheep_export['tolerance'][name]:.2e}")
     # Within quantisation of our float model...
-    assert_close(js, ours(sheep_export["model"], points, sheep_export["z"], sheep_export["state"]),
-                 sheep_export["tolerance"],
-                 "@magenta/sketch vs ours")
+    assert_close(js, float_model, sheep_export["tolerance"], "@magenta/sketch vs ours")
     # ... and, computing with the same dequantised weights, equal to the imported run but for
     # float32 rounding (measured: under 1e-5).
-    back = load_run(str(sheep_export["back"]), jit_compile=False)
-    assert_close(js, ours(back.model, points, state=sheep_export["state"]), 1e-4,
-                 "@magenta/sketch vs the imported run")
+    assert_close(js, dequantised, 1e-4, "@magenta/sketch vs the imported run")
     assert_valid_sample(sample, 250)
     assert len(sample) > 10  # a sheep takes more than a few points at tau 0.5
 
