@@ -281,6 +281,10 @@ def export_magenta_js(run_dir, out_path, z_from=None, z_seed=None, data_dir="dat
     """
     from sketch_rnn.drawing import initial_state_model
 
+    folder = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(folder) or os.path.isdir(out_path):
+        raise ValueError(f"{out_path}: expected a file name in an existing folder")
+    utils.refuse_link(out_path)
     drawer = load_float32_run(run_dir, checkpoint)
     hps = drawer.hps
     if hps.dec_model != "lstm":

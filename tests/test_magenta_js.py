@@ -323,6 +323,14 @@ def test_models_the_format_cannot_hold_are_one_line_errors(overrides, fragment, 
     assert not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.parametrize("where", ["missing/out.json", "."])
+def test_an_output_that_cannot_be_a_file_is_one_line(where, tmp_path, capsys):
+    run = write_tiny_run(tmp_path / "run", "")
+    out = tmp_path / where
+    assert convert_model.main(["--run_dir", str(run), "--to_magenta_js", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: {out}: expected a file name in an existing folder\n"
+
+
 def test_a_z_for_a_decoder_only_model_is_refused(tmp_path, capsys):
     run = write_tiny_run(tmp_path / "run", "")
     args = ["--run_dir", str(run), "--to_magenta_js", str(tmp_path / "out.json"), "--z_seed", "1"]
