@@ -7,11 +7,23 @@ Usage:
     # the same with the data's scale factor given instead of computed from the data set
     python convert_model.py --from_magenta CKPT_DIR --to RUN_DIR --scale_factor 18.5198
 
+    # a magenta.js model file (@magenta/sketch 0.2.0's format) -> a decoder-only run folder
+    python convert_model.py --from_magenta_js cat.gen.json --to experiments/cat_js
+
+    # a run folder -> a magenta.js model file; a conditional model is exported for one z:
+    # the posterior mean of a test sketch of its data set, or a draw z ~ N(0, I)
+    python convert_model.py --run_dir examples/sheep --to_magenta_js sheep.gen.json \\
+        --z_from 5 --data_dir datasets
+    python convert_model.py --run_dir examples/sheep --to_magenta_js sheep.gen.json --z_seed 0
+
 The official checkpoint stores no scale factor (the official code computes it from the
 training data each time it loads it): without --scale_factor it is computed the same way, the
 standard deviation of the training sketches' dx and dy, from the run's data sets in --data_dir
 (known data sets are downloaded there if missing). The new run folder opens with `load_run`,
 seq2seqVAE_sample.py and the notebook. The README's "Interoperability" section says more.
+
+magenta.js stores weights as 16-bit integers on a grid of step 10/32767; the README's
+"Interoperability" section says what that and the initial state of a conditional model do.
 """
 
 import argparse
@@ -19,6 +31,7 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter
+
 
 
 def add_magenta_arguments(parser):
@@ -38,6 +51,20 @@ def add_magenta_arguments(parser):
                             '"lstm_matmul_dtype=float32")')
 
 
+def add_magenta_js_arguments(parser):
+    """The flags of the two magenta.js modes."""
+    group = parser.add_argument_group("magenta.js (@magenta/sketch 0.2.0)")
+    group.add_argument("--from_magenta_js", metavar="MODEL.json",
+                       help="import this magenta.js model file into the run folder --to")
+    group.add_argument("--to_magenta_js", metavar="OUT.json",
+                       help="export the decoder of --run_dir to this magenta.js model file")
+    group.add_argument("--z_from", type=int, default=None, metavar="INDEX",
+                       help="export a conditional model for the posterior mean z of this test "
+                            "sketch of the run's data set (read from --data_dir)")
+    group.add_argument("--z_seed", type=int, default=None, metavar="SEED",
+                       help="export a conditional model for z ~ N(0, I) drawn with this seed")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Convert Sketch-RNN models between this project's run folders and other "
@@ -45,9 +72,13 @@ def parse_args(argv=None):
     parser.add_argument("--to", metavar="RUN_DIR", help="the new run folder an import writes")
     parser.add_argument("--force", action="store_true",
                         help="replace --to if it is a folder that is not empty")
+    parser.add_argument("--run_dir", help="a run folder of this project to export")
+    parser.add_argument("--checkpoint", default=None,
+                        help="the weights file of --run_dir to export (default: its best)")
     parser.add_argument("--data_dir", default="datasets",
                         help="folder of the run's .npz data sets")
     add_magenta_arguments(parser)
+    add_magenta_js_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -60,6 +91,23 @@ def check_magenta_arguments(args):
         return
     if not args.to:
         raise ValueError("--from_magenta: give the new run folder with --to")
+
+
+def check_magenta_js_arguments(args):
+    """One-line errors for flags that do not make one magenta.js conversion."""
+    if args.from_magenta_js and args.to_magenta_js:
+        raise ValueError("--from_magenta_js and --to_magenta_js: give one conversion at a time")
+    if args.from_magenta_js:
+        if not args.to:
+            raise ValueError("--from_magenta_js: give the new run folder with --to")
+        if args.run_dir or args.z_from is not None or args.z_seed is not None:
+            raise ValueError("--from_magenta_js: --run_dir, --z_from and --z_seed are for exports")
+    if args.to_magenta_js:
+        if not args.run_dir:
+            raise ValueError("--to_magenta_js: give the run folder to export with --run_dir")
+        if args.to:
+            raise ValueError("--to_magenta_js: --to is for imports; the output is the file named "
+                             "by --to_magenta_js")
 
 
 def run_magenta(args):
@@ -79,18 +127,46 @@ def run_magenta(args):
             f"data set {','.join(result['data_sets'])})"]
 
 
-MODES = (("from_magenta", run_magenta),)  # (flag that selects it, function), one per conversion
+def run_magenta_js(args):
+    """Runs the magenta.js conversion the flags ask for; returns the lines to print."""
+    from sketch_rnn import magenta_js
+
+    if args.from_magenta_js:
+        hps, info = magenta_js.import_magenta_js(args.from_magenta_js, args.to)
+        lines = [f"{args.to}: a decoder-only lstm run ({hps.dec_rnn_size} units) imported from "
+                 f"{args.from_magenta_js}"]
+        if "initial_state" in info:
+            lines.append("the file's info.initial_state is not kept: a decoder-only run starts "
+                         "from zeros, as @magenta/sketch's zeroState()")
+        return lines
+    result = magenta_js.export_magenta_js(args.run_dir, args.to_magenta_js, z_from=args.z_from,
+                                          z_seed=args.z_seed, data_dir=args.data_dir,
+                                          checkpoint=args.checkpoint)
+    lines = [f"{args.to_magenta_js}: the decoder of {args.run_dir} in the magenta.js format "
+             f"(largest weight change from quantisation {result['max_quantisation_error']:.2e})"]
+    if result["z"] is not None:
+        lines.append("its z is folded into the LSTM bias; its initial state is in info.initial_state "
+                     "(code that starts from zeroState() draws from another state)")
+    return lines
+
+
+# (flag that selects it, its flag check, the function that runs it), one per conversion
+MODES = (("from_magenta", check_magenta_arguments, run_magenta),
+         ("from_magenta_js", check_magenta_js_arguments, run_magenta_js),
+         ("to_magenta_js", check_magenta_js_arguments, run_magenta_js))
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        check_magenta_arguments(args)
-        chosen = [(flag, run) for flag, run in MODES if getattr(args, flag)]
+        for _, check, _ in MODES:
+            check(args)
+        chosen = [(flag, run) for flag, _, run in MODES if getattr(args, flag)]
         if len(chosen) != 1:
-            flags = ", ".join(f"--{flag}" for flag, _ in (chosen or MODES))
-            raise ValueError(f"give exactly one conversion ({flags}); "
-                             "e.g. --from_magenta CKPT_DIR --to RUN_DIR")
+            flags = ", ".join(f"--{flag}" for flag, _ in chosen) or "none"
+            raise ValueError(f"give exactly one conversion (given: {flags}): --from_magenta "
+                             "CKPT_DIR --to RUN_DIR, --from_magenta_js MODEL.json --to RUN_DIR, "
+                             "or --run_dir RUN_DIR --to_magenta_js OUT.json")
         lines = chosen[0][1](args)
     except (ValueError, OSError, RuntimeError) as err:
         # The user's files and flags: one line, no traceback.

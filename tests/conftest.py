@@ -1,9 +1,14 @@
 """Shared pytest fixtures, and the skipping of TensorFlow-only tests on other backends."""
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import keras
 import pytest
+
+WEB_DIR = Path(__file__).resolve().parents[1] / "examples" / "web"
 
 
 @pytest.fixture(scope="session")
@@ -13,6 +18,28 @@ def shared_datasets():
     if not path.is_dir():
         pytest.skip(f"real data sets not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def node_modules():
+    """examples/web/node_modules, installed by `npm ci` from the committed package-lock.json
+    when missing or out of date (it holds @magenta/sketch and playwright-core). Skips the
+    test when Node.js or npm is absent, or when npm cannot install (no network)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("Node.js (node and npm) is not installed")
+    modules = WEB_DIR / "node_modules"
+    wanted = json.loads((WEB_DIR / "package-lock.json").read_text())["packages"]
+    installed = modules / ".package-lock.json"  # what npm last installed there
+    if not installed.is_file() or any(
+            json.loads(installed.read_text())["packages"].get(name, {}).get("version") != entry.get("version")
+            for name, entry in wanted.items() if name):
+        result = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=WEB_DIR, capture_output=True,
+                                text=True, timeout=900)
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+            pytest.skip(f"npm ci in {WEB_DIR} failed (no network?): {lines[-1]}")
+    return modules
 
 
 def pytest_collection_modifyitems(config, items):
