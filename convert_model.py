@@ -132,7 +132,7 @@ def run_magenta_js(args):
     from sketch_rnn import magenta_js
 
     if args.from_magenta_js:
-        hps, info = magenta_js.import_magenta_js(args.from_magenta_js, args.to)
+        hps, info = magenta_js.import_magenta_js(args.from_magenta_js, args.to, force=args.force)
         lines = [f"{args.to}: a decoder-only lstm run ({hps.dec_rnn_size} units) imported from "
                  f"{args.from_magenta_js}"]
         if "initial_state" in info:

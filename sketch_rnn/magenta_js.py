@@ -41,6 +41,8 @@ import numpy as np
 
 import utils
 from sketch_rnn.hparams import HParams
+from sketch_rnn.official_weights import swap_middle_gates
+from sketch_rnn.run_folder import write_run_folder
 
 MAX_WEIGHT = 10.0  # the library's `maxWeight`: q = 32767 stands for 10.0
 QUANTISATION_STEP = MAX_WEIGHT / 32767  # the grid weights are rounded to
@@ -91,12 +93,6 @@ def dequantise(text, count, name):
 
 # ---- the decoder's weights, in our layout and in the format's ----
 
-def _swap_middle_gates(array):
-    """Gate blocks (a, b, c, d) -> (a, c, b, d) on the last axis: ours i, f, g, o <-> i, j, f, o."""
-    i, first, second, o = np.split(np.asarray(array), 4, axis=-1)
-    return np.concatenate([i, second, first, o], axis=-1)
-
-
 def decoder_weights(model, z=None):
     """The decoder LSTM and mixture head of a model as NumPy arrays in our layout.
 
@@ -128,8 +124,8 @@ def to_magenta_js(weights, info):
     units = len(forget_bias) // 4
     forget_bias[2 * units:3 * units] = FORGET_BIAS  # the f block in the i, j, f, o order
     tensors = [weights["output_kernel"], weights["output_bias"],
-               _swap_middle_gates(weights["kernel"]), _swap_middle_gates(weights["recurrent_kernel"]),
-               _swap_middle_gates(weights["bias"]) - forget_bias]
+               swap_middle_gates(weights["kernel"]), swap_middle_gates(weights["recurrent_kernel"]),
+               swap_middle_gates(weights["bias"]) - forget_bias]
     blobs = [quantise(t, f"the {name}") for t, name in zip(tensors, BLOB_NAMES)]
     return [info, [list(t.shape) for t in tensors], blobs]
 
@@ -167,8 +163,8 @@ def from_magenta_js(value, source):
     output_kernel, output_bias, kernel, recurrent_kernel, bias = arrays
     bias = bias.copy()
     bias[2 * units:3 * units] += FORGET_BIAS  # into our bias, which the LSTM uses as it is
-    weights = {"kernel": _swap_middle_gates(kernel), "recurrent_kernel": _swap_middle_gates(recurrent_kernel),
-               "bias": _swap_middle_gates(bias), "output_kernel": output_kernel,
+    weights = {"kernel": swap_middle_gates(kernel), "recurrent_kernel": swap_middle_gates(recurrent_kernel),
+               "bias": swap_middle_gates(bias), "output_kernel": output_kernel,
                "output_bias": output_bias}
     return weights, info
 
@@ -199,32 +195,6 @@ def load_float32_run(run_dir, checkpoint=None):
     model.set_weights(drawer.model.get_weights())
     return SketchRNNDrawer(model, scale_factor=drawer.scale_factor, data_sets=drawer.data_sets,
                            jit_compile=False)
-
-
-def write_run_folder(run_dir, model, scale_factor, data_sets, source):
-    """Writes a run folder that `load_run` opens: checkpoints/best.weights.h5, then
-    model_config.json as the training command writes it (plus `source`, a note of where the
-    weights came from). Refuses a folder that already holds a run."""
-    import keras
-
-    from callbacks import check_run_folder, save_atomically, write_json_atomically
-
-    config_path = os.path.join(run_dir, "model_config.json")
-    if os.path.lexists(config_path):
-        raise ValueError(f"{run_dir}: already holds a run (model_config.json); convert into a new folder")
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise ValueError(f"{run_dir}: exists and is not a folder")
-    check_run_folder(run_dir)
-    utils.check_scale_factor(scale_factor, source)
-    utils.check_data_set_names(list(data_sets), None, source)
-    os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
-    # Weights first: a crash between the two writes leaves no config pointing at nothing.
-    save_atomically(model, os.path.join(run_dir, "checkpoints", "best.weights.h5"))
-    config = {"hparams": model.hps.to_dict(), "scale_factor": float(scale_factor),
-              "max_seq_len": model.hps.max_seq_len, "data_set": list(data_sets),
-              "keras_version": keras.__version__, "backend": keras.backend.backend(),
-              "source": source}
-    write_json_atomically(config, config_path)
 
 
 # ---- export and import ----
@@ -342,7 +312,7 @@ def _data_set_names(info, path):
     return ["magenta_js"]
 
 
-def import_magenta_js(json_path, run_dir):
+def import_magenta_js(json_path, run_dir, force=False):
     """Turns a magenta.js model file into a decoder-only `lstm` run folder.
 
     The weights are the file's, dequantised; `max_seq_len` and the scale factor come from its
@@ -368,5 +338,6 @@ def import_magenta_js(json_path, run_dir):
     model = build_model(hps)
     set_decoder_weights(model, weights)
     write_run_folder(run_dir, model, scale_factor, _data_set_names(info, json_path),
-                     source=f"imported from the magenta.js model {os.path.basename(json_path)}")
+                     source=f"imported from the magenta.js model {os.path.basename(json_path)}",
+                     force=force)
     return hps, info

@@ -28,6 +28,7 @@ from sketch_rnn import magenta_js
 from sketch_rnn.drawing import initial_state_model, load_run
 from sketch_rnn.hparams import HParams
 from sketch_rnn.model import build_model
+from sketch_rnn.run_folder import write_run_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SHEEP = ROOT / "examples" / "sheep"
@@ -171,7 +172,7 @@ def tiny_run(tmp_path_factory):
     """A decoder-only run folder of 12 units with random weights, exported and re-imported."""
     folder = tmp_path_factory.mktemp("tiny")
     model = float32_model("dec_rnn_size=12,max_seq_len=30")
-    magenta_js.write_run_folder(str(folder / "run"), model, 3.5, ["cat"], source="test")
+    write_run_folder(str(folder / "run"), model, 3.5, ["cat"], source="test")
     exported = folder / "tiny.gen.json"
     assert convert_model.main(["--run_dir", str(folder / "run"), "--to_magenta_js", str(exported)]) == 0
     assert convert_model.main(["--from_magenta_js", str(exported), "--to", str(folder / "back")]) == 0
@@ -305,7 +306,7 @@ def test_magenta_sketch_in_node_runs_a_decoder_only_export(tiny_run, node_module
 def write_tiny_run(folder, overrides):
     hps_text = "conditional=False,dec_rnn_size=4,max_seq_len=10,lstm_matmul_dtype=float32," + overrides
     model = build_model(HParams.parse(hps_text))
-    magenta_js.write_run_folder(str(folder), model, 1.0, ["cat"], source="test")
+    write_run_folder(str(folder), model, 1.0, ["cat"], source="test")
     return folder
 
 
@@ -342,7 +343,7 @@ def test_a_weight_beyond_the_format_range_is_refused_naming_the_tensor(tmp_path,
     model = build_model(HParams.parse("conditional=False,dec_rnn_size=4,lstm_matmul_dtype=float32"))
     head = model.get_layer("mixture_head")
     head.bias.assign(np.full(head.bias.shape, 12.0, np.float32))
-    magenta_js.write_run_folder(str(tmp_path / "run"), model, 1.0, ["cat"], source="test")
+    write_run_folder(str(tmp_path / "run"), model, 1.0, ["cat"], source="test")
     assert convert_model.main(["--run_dir", str(tmp_path / "run"), "--to_magenta_js",
                                str(tmp_path / "out.json")]) == 2
     assert "the output bias: holds a weight of magnitude 12" in capsys.readouterr().err
@@ -386,11 +387,11 @@ def test_bad_model_files_are_one_line_naming_the_file(make_text, fragment, tmp_p
 def test_import_into_a_folder_holding_a_run_is_refused(tiny_run, capsys):
     assert convert_model.main(["--from_magenta_js", str(tiny_run["file"]), "--to",
                               str(tiny_run["back"])]) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    assert "is not empty" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, fragment", [
-    ([], "nothing to do"),
+    ([], "give exactly one conversion"),
     (["--from_magenta_js", "a.json"], "--to"),
     (["--to_magenta_js", "a.json"], "--run_dir"),
     (["--from_magenta_js", "a.json", "--to_magenta_js", "b.json", "--to", "r"], "one conversion"),
