@@ -19,8 +19,11 @@ Formats (by extension):
   ``[[x, y], [x, y], ...]`` (what a web canvas records; numbers after y, such as a time,
   are ignored) or QuickDraw's ``[[x...], [y...]]`` / ``[[x...], [y...], [t...]]``; or a list
   of such drawings; or an object with a ``drawing`` key (and optionally ``word``,
-  ``recognized``, ``countrycode``), or a list of those. The class is the ``word`` key, else
-  the stem for a file of several drawings, else the folder's name.
+  ``recognized``, ``countrycode``), or a list of those. The layout of bare strokes is the
+  one that fits every stroke of the file (points: every point has the same count of
+  numbers; QuickDraw: every stroke has 2 lists, or every one 3); short strokes fit both and
+  then ``json_layout`` must say. The class is the ``word`` key, else the stem for a file of
+  several drawings, else the folder's name.
 - ``.npy``: one stroke-3 sketch (an (N, 3) array) or an object array of them; ``.npz``: a
   Sketch-RNN data set, whose train, valid and test sketches are all read (loaded with
   `utils.load_npz`, which lets no file run code). The class is the file's stem, or the
@@ -119,34 +122,90 @@ def _points_stroke(stroke, index):
     return xy.reshape(-1, 2)
 
 
+def _split_points(xs, ys, lengths):
+    """Strokes from flat x and y lists, or None when a value is not a finite number."""
+    try:
+        points = np.array([xs, ys])
+    except (ValueError, TypeError):  # nested lists
+        return None
+    if points.dtype.kind not in "iuf" or points.ndim != 2:
+        return None
+    points = points.T.astype(np.float64)
+    if not np.all(np.isfinite(points)):
+        return None
+    return np.split(points, np.cumsum(lengths)[:-1])
+
+
 def quickdraw_strokes(drawing):
     """Strokes of a QuickDraw ``drawing`` value, and whether it is raw (3 lists a stroke).
 
     Raises:
-        _Invalid: if it is not a non-empty list of strokes of 2 lists, or all of 3 lists.
+        _Invalid: if it is not a list of strokes of 2 lists of numbers each, or all of 3.
     """
     if not isinstance(drawing, list):
         raise _Invalid("'drawing' is not a list of strokes")
     sizes = {len(stroke) for stroke in drawing if isinstance(stroke, list)}
     if sizes == {2, 3}:
         raise _Invalid("'drawing' mixes strokes of 2 lists (simplified) and 3 lists (raw)")
+    # One conversion for the whole drawing; on failure, stroke by stroke to say what is wrong.
+    if all(isinstance(stroke, list) and len(stroke) in (2, 3) and isinstance(stroke[0], list)
+           and isinstance(stroke[1], list) and len(stroke[0]) == len(stroke[1])
+           for stroke in drawing):
+        strokes = _split_points([x for stroke in drawing for x in stroke[0]],
+                                [y for stroke in drawing for y in stroke[1]],
+                                [len(stroke[0]) for stroke in drawing]) if drawing else []
+        if strokes is not None:
+            return strokes, sizes == {3}
     strokes = [_axes_stroke(stroke, index) for index, stroke in enumerate(drawing)]
     return strokes, sizes == {3}
 
 
-def _layout_of(drawing):
-    """"points" or "axes" when some stroke can only be read one way, else None."""
-    for stroke in drawing:
+def _strokes_of(drawings):
+    for drawing in drawings:
+        if isinstance(drawing, list):
+            yield from drawing
+
+
+def _fits_axes(drawings):
+    """Every stroke is [[x...], [y...]] of equal lengths, all with or all without [t...]."""
+    sizes = set()
+    for stroke in _strokes_of(drawings):
+        if not (isinstance(stroke, list) and len(stroke) in (2, 3)
+                and all(isinstance(axis, list) for axis in stroke)
+                and len(stroke[0]) == len(stroke[1])):
+            return False
+        sizes.add(len(stroke))
+    return len(sizes) <= 1
+
+
+def _fits_points(drawings):
+    """Every stroke is a list of points [x, y, ...], all of the same count of numbers."""
+    widths = set()
+    for stroke in _strokes_of(drawings):
         if not isinstance(stroke, list):
-            continue
-        if len(stroke) not in (2, 3):
-            return "points"
-        lengths = {len(item) if isinstance(item, list) else -1 for item in stroke}
-        if -1 in lengths:
-            continue
-        if lengths - {2, 3}:
-            return "axes"
-    return None
+            return False
+        for point in stroke:
+            if not (isinstance(point, list) and len(point) >= 2):
+                return False
+            widths.add(len(point))
+    return len(widths) <= 1
+
+
+def json_layout(drawings, path):
+    """The layout of a .json file's strokes: the one of "points" and "axes" that fits them.
+
+    Raises:
+        BadFile: if both fit (short strokes such as [[0, 1], [2, 3]] read either way) or none.
+    """
+    fits = [name for name, test in (("points", _fits_points), ("axes", _fits_axes))
+            if test(drawings)]
+    if len(fits) == 1 or not any(True for _ in _strokes_of(drawings)):
+        return fits[0] if fits else "points"
+    if fits:
+        raise BadFile(f"{path}: its strokes read both as points [[x, y], ...] and as axes "
+                      "[[x...], [y...]] (they are short): say which with --json_layout")
+    raise BadFile(f"{path}: not drawings: its strokes are neither lists of points [[x, y], ...] "
+                  "nor QuickDraw's [[x...], [y...]]")
 
 
 def canvas_strokes(drawing, layout):
@@ -301,15 +360,7 @@ def read_json(path, layout="auto", on_bytes=None):
         raise BadFile(f"{path}: not a drawing or a list of drawings: expected strokes as lists "
                       "of [x, y] points or of [[x...], [y...]], found numbers nested "
                       f"{depth} lists deep")
-    file_layout = None if layout == "auto" else layout
-    if file_layout is None:
-        for drawing in drawings:
-            if isinstance(drawing, list) and (file_layout := _layout_of(drawing)):
-                break
-        if file_layout is None:
-            raise BadFile(f"{path}: every stroke has 2 or 3 points of 2 or 3 numbers, which "
-                          "reads as points [[x, y], ...] or as axes [[x...], [y...]]: say which "
-                          "with --json_layout")
+    file_layout = json_layout(drawings, path) if layout == "auto" else layout
     for index, drawing in enumerate(drawings):
         where = path.name if single else f"{path.name} drawing {index}"
         try:

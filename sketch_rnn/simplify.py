@@ -12,13 +12,14 @@ coordinates to integers:
 
 `simplify_drawing` runs them with the settings of a `Pipeline`. Reproduced on the raw
 drawings in ../shared whose simplified version Google also published (74 drawings, 555
-strokes, matched by key_id), these steps give Google's integer points exactly for 545
-strokes; tests/test_prepare_data.py measures it.
+strokes, matched by key_id), these steps give Google's integer points exactly for 552
+strokes (rounding half to even, as NumPy; rounding halves up matches 547);
+tests/test_prepare_data.py measures it.
 
 Google's RDP measures a point's distance to the *line* through the two ends of a run (as
 the `rdp` package's ``pldist``): a maintained fast library, `simplification` (Rust), measures
 to the *segment*, which keeps the tip of a stroke that doubles back on itself and matched only
-421 of those 555 strokes. The line distance is the default, written here with NumPy (the
+430 of those 555 strokes. The line distance is the default, written here with NumPy (the
 `rdp` package, which has it, is pure Python and takes 0.13 s a drawing, 5 hours for a
 150,000-drawing category); ``rdp_distance="segment"`` uses `simplification`.
 """
@@ -208,11 +209,10 @@ def lines_to_stroke3(strokes, drop_first_point=False):
         an (N, 3) array: int16 when every value is an integer that fits in int16, float32
         otherwise. N may be 0.
     """
-    strokes = [np.asarray(stroke, dtype=np.float64).reshape(-1, 2) for stroke in strokes]
     strokes = [stroke for stroke in strokes if len(stroke)]
     if not strokes:
         return np.zeros((0, 3), dtype=np.int16)
-    points = np.concatenate(strokes)
+    points = np.concatenate(strokes).astype(np.float64, copy=False).reshape(-1, 2)
     rows = np.zeros((len(points), 3), dtype=np.float64)
     rows[1:, :2] = np.diff(points, axis=0)
     rows[np.cumsum([len(stroke) for stroke in strokes]) - 1, 2] = 1
