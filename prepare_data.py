@@ -138,9 +138,13 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\ninterrupted: nothing written", file=sys.stderr)
         return 130
+    except prepare.TooFewSketches as err:
+        print(prepare.report(err.summary, {}, None, None))
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     print(prepare.report(summary, arrays, names, out))
     print(f"train with: python seq2seqVAE_train.py {prepare.data_set_hint(out)}")
     return 0

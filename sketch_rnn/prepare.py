@@ -79,6 +79,14 @@ class Settings:
             raise ValueError(f"--json_layout must be one of {', '.join(readers.JSON_LAYOUTS)}")
 
 
+class TooFewSketches(ValueError):
+    """Fewer than 3 sketches were kept; ``summary`` says what was read and dropped."""
+
+    def __init__(self, message, summary):
+        super().__init__(message)
+        self.summary = summary
+
+
 class Reservoir:
     """The kept sketches of one class: all of them, or a uniform sample of ``size``.
 
@@ -356,8 +364,7 @@ def prepare(files, out, settings=Settings(), show_progress=True):
         (summary, names, arrays): the `Summary`, the class names and the written arrays.
 
     Raises:
-        ValueError: if fewer than 3 sketches are kept (nothing is written); its message
-            starts with the summary.
+        TooFewSketches: if fewer than 3 sketches are kept (nothing is written).
     """
     total = sum(_file_size(path) for path in files)
     progress = Progress(total) if show_progress else None
@@ -370,8 +377,8 @@ def prepare(files, out, settings=Settings(), show_progress=True):
     kept = {name: reservoir.sketches for name, reservoir in classes.items()}
     total_kept = sum(len(sketches) for sketches in kept.values())
     if total_kept < 3:
-        raise ValueError(report(summary, {}, None, None) + f"\n{out}: not written: {total_kept} "
-                         "sketches kept, and the train, valid and test splits need one each")
+        raise TooFewSketches(f"{out}: not written: {total_kept} sketches kept, and the train, "
+                             "valid and test splits need one each", summary)
     names, splits = split_sketches(kept, settings.split, settings.seed)
     arrays = build_arrays(names, splits)
     write_npz(out, arrays)

@@ -462,10 +462,10 @@ def test_usage_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     (tmp_path / "a.txt").write_text("x")
     for args, message in cases:
         code, out, err = run(capsys, *args, "--out", tmp_path / "x.npz")
-        assert code == 1 and message in err, (args, err)
+        assert code == 2 and message in err, (args, err)
         assert not (tmp_path / "x.npz").exists()
     code, out, err = run(capsys, svg, "--out", tmp_path / "x.data")
-    assert code == 1 and err.count("\n") == 1 and "--out must name a .npz" in err
+    assert code == 2 and err.count("\n") == 1 and "--out must name a .npz" in err
     assert not list(tmp_path.glob(".tmp-*"))
 
 
@@ -542,8 +542,8 @@ def test_a_large_ndjson_streams_in_bounded_memory(big_ndjson, tmp_path, shared_d
     start = time.monotonic()
     big_rss, out = peak_rss(path, tmp_path / "big.npz", "--max_per_class=1000")
     took = time.monotonic() - start
-    print(f"{size_mb:.0f} MB ndjson, {count} drawings: peak RSS {big_rss:.0f} MB "
-          f"(1 MB file: {small_rss:.0f} MB), {took:.1f} s")
+    print(f"{size_mb:.0f} MB ndjson, {count} drawings: peak RSS {big_rss:.1f} MB "
+          f"(1 MB file: {small_rss:.1f} MB), {took:.1f} s")
     assert f"read {count} drawings" in out and "kept 1000" in out
     assert big_rss - small_rss < 16, (big_rss, small_rss)  # the file is 50 MB
 
