@@ -92,8 +92,8 @@ def parse_args(argv=None):
     keep.add_argument("--recognized_only", action="store_true",
                       help="drop QuickDraw drawings whose 'recognized' is false")
     keep.add_argument("--countrycode", default="",
-                      help="keep only QuickDraw drawings of these country codes (comma list, "
-                           "e.g. US,GB)")
+                      help="drop QuickDraw drawings of other country codes (comma list, "
+                           "e.g. US,GB); drawings without one are kept")
     keep.add_argument("--max_per_class", type=_at_least_zero(int), default=0,
                       help="keep a uniform random sample of at most this many sketches per "
                            "class; 0 keeps all")
@@ -126,7 +126,8 @@ def main(argv=None):
                               rdp_distance=args.rdp_distance, round=not args.no_round),
             reprocess=args.reprocess, drop_first_point=args.drop_first_point,
             recognized_only=args.recognized_only,
-            countries=frozenset(c.strip() for c in args.countrycode.split(",") if c.strip()),
+            countries=frozenset(c.strip().upper() for c in args.countrycode.split(",")
+                                if c.strip()),
             max_per_class=args.max_per_class, max_seq_len=args.max_seq_len, split=args.split,
             seed=args.seed, json_layout=args.json_layout, svg_tolerance=args.svg_tolerance)
         files = readers.find_inputs(args.inputs, exclude=[out])

@@ -43,7 +43,9 @@ class Settings:
         drop_first_point: start each sketch from its first point as Magenta's
             ``lines_to_strokes`` (see `simplify.lines_to_stroke3`).
         recognized_only: drop QuickDraw drawings whose ``recognized`` is false.
-        countries: keep only QuickDraw drawings of these country codes (empty: all).
+        countries: drop QuickDraw drawings of other country codes (upper case; empty: keep
+            all). Drawings without a country code (SVG, plain JSON) are kept, as those
+            without ``recognized`` are by ``recognized_only``.
         max_per_class: keep at most this many sketches per class, a uniform sample
             (0: all).
         max_seq_len: drop sketches of more stroke-3 rows than this (0: no limit).
@@ -204,10 +206,20 @@ def collect(files, settings, summary, progress=None):
                 if settings.recognized_only and item.recognized is False:
                     summary.drop(UNRECOGNIZED)
                     continue
-                if settings.countries and item.countrycode not in settings.countries:
+                if (settings.countries and item.countrycode is not None
+                        and item.countrycode.upper() not in settings.countries):
                     summary.drop(COUNTRY)
                     continue
-                sketch = _stroke3(item, settings)
+                try:
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        sketch = _stroke3(item, settings)
+                    if not np.all(np.isfinite(sketch)):
+                        raise ValueError("its coordinates are too large: offsets overflow float32")
+                except (ValueError, TypeError) as err:
+                    summary.drop(MALFORMED)
+                    if len(summary.malformed) < SHOWN_PROBLEMS:
+                        summary.malformed.append((item.where, utils.first_line(err)))
+                    continue
                 if len(sketch) == 0:
                     summary.drop(EMPTY)
                     continue
@@ -224,6 +236,11 @@ def collect(files, settings, summary, progress=None):
         except readers.BadFile as err:
             summary.bad_files.append(str(err))
             print(f"skipped {err}", file=sys.stderr)
+        except (ValueError, TypeError, IndexError, RecursionError) as err:
+            # a reader failing on something no test foresaw: the file is named, the rest read
+            message = f"{path}: cannot be read ({type(err).__name__}: {utils.first_line(err)})"
+            summary.bad_files.append(message)
+            print(f"skipped {message}", file=sys.stderr)
         summary.bytes += _file_size(path)
     return classes
 

@@ -44,6 +44,7 @@ EXTENSIONS = (".ndjson", ".svg", ".json", ".npy", ".npz")
 MAX_LINE_BYTES = 8 << 20  # the longest raw QuickDraw drawings take well under 1 MB
 MAX_JSON_BYTES = 256 << 20  # a .json file is parsed whole; bigger collections belong in ndjson
 JSON_LAYOUTS = ("auto", "points", "axes")
+MAX_SVG_ELEMENTS = 100_000  # after <use> references are expanded
 MAX_CURVE_PIECES = 10_000  # per SVG curve: a bound for absurd coordinates, never met by drawings
 
 
@@ -337,7 +338,8 @@ def read_json(path, layout="auto", on_bytes=None):
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise BadFile(f"{path}: not a JSON file ({_first_line(err)})") from None
     folder = path.resolve().parent.name or path.stem
-
+    if value == []:
+        return  # no drawings
     if isinstance(value, dict) or (isinstance(value, list) and value
                                    and all(isinstance(item, dict) for item in value)):
         records = [value] if isinstance(value, dict) else value
@@ -404,6 +406,38 @@ def _flatten_segment(segment, tolerance):
     return points
 
 
+def _check_expansion(path):
+    """Refuses an SVG whose <use> references expand it to over MAX_SVG_ELEMENTS elements.
+
+    svgelements copies the referenced element for every <use>, so ten nested groups of ten
+    <use> each would make 10^10 shapes from a file of a few hundred bytes.
+    """
+    import xml.etree.ElementTree as ElementTree
+
+    root = ElementTree.parse(path).getroot()
+    by_id = {element.get("id"): element for element in root.iter() if element.get("id")}
+    sizes, active = {}, set()
+
+    def size(element):
+        if id(element) in sizes:
+            return sizes[id(element)]
+        if id(element) in active:
+            raise BadFile(f"{path}: not a usable SVG file: a <use> refers to itself")
+        active.add(id(element))
+        total = 1 + sum(size(child) for child in element)
+        if element.tag.rsplit("}", 1)[-1] == "use":
+            target = element.get("href") or element.get("{http://www.w3.org/1999/xlink}href")
+            if target and target.startswith("#") and target[1:] in by_id:
+                total += size(by_id[target[1:]])
+        active.discard(id(element))
+        sizes[id(element)] = total = min(total, MAX_SVG_ELEMENTS + 1)
+        return total
+
+    if size(root) > MAX_SVG_ELEMENTS:
+        raise BadFile(f"{path}: not a usable SVG file: its <use> references expand it to more "
+                      f"than {MAX_SVG_ELEMENTS} elements")
+
+
 def svg_shapes(path):
     """The path segments of every shape of an SVG file, transforms and viewBox applied.
 
@@ -419,6 +453,7 @@ def svg_shapes(path):
     import svgelements as se
 
     try:
+        _check_expansion(path)
         document = se.SVG.parse(str(path))
         if not isinstance(document, se.SVG):
             raise BadFile(f"{path}: not an SVG file: its root element is not <svg>")
@@ -427,7 +462,7 @@ def svg_shapes(path):
     except BadFile:
         raise
     except ElementTree.ParseError as err:
-        raise BadFile(f"{path}: not an SVG file: not XML ({_first_line(err)})") from None
+        raise BadFile(f"{path}: not an SVG file: XML error ({_first_line(err)})") from None
     except RecursionError:
         raise BadFile(f"{path}: not a usable SVG file: its <use> references nest too deep") from None
     except Exception as err:  # svgelements fails in many ways on odd documents

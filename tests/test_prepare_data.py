@@ -397,6 +397,16 @@ def test_stroke3_npy_and_npz_pass_through(tmp_path, capsys):
 # ---- bad input ----
 
 
+# 10 GB of text made of entities of entities, and 10^9 shapes made of nested <use>
+BILLION_LAUGHS = ('<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a0 "xxxxxxxxxx">'
+                  + "".join(f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10))
+                  + ']><svg xmlns="http://www.w3.org/2000/svg"><text>&a9;</text></svg>')
+USE_BOMB = ('<svg xmlns="http://www.w3.org/2000/svg"><defs><path id="u0" d="M0,0 L1,1"/>'
+            + "".join(f'<g id="u{i}">' + f'<use href="#u{i - 1}"/>' * 10 + "</g>"
+                      for i in range(1, 10))
+            + '</defs><use href="#u9"/></svg>')
+
+
 def test_each_bad_file_is_one_line_naming_it_and_the_rest_converts(shared_datasets, tmp_path,
                                                                    capsys):
     folder = tmp_path / "mixed"
@@ -413,6 +423,9 @@ def test_each_bad_file_is_one_line_naming_it_and_the_rest_converts(shared_datase
         "deep.json": b"[[[[[1]]]]]",
         "notnpy.npy": b"\x93NUMPY garbage",
         "wrong.npz": None,  # a real .npz, but not of sketches
+        "entities.svg": BILLION_LAUGHS.encode(),
+        "uses.svg": USE_BOMB.encode(),
+        "loop.svg": b'<svg xmlns="http://www.w3.org/2000/svg"><g id="a"><use href="#a"/></g></svg>',
     }
     for name, content in bad.items():
         if content is not None:
@@ -426,7 +439,10 @@ def test_each_bad_file_is_one_line_naming_it_and_the_rest_converts(shared_datase
         (line,) = [line for line in skipped if f"{name}:" in line or f"{name} " in line]
         assert len(line) < 400
     assert "binary.ndjson: not an ndjson file: it holds binary data" in err
-    assert "text.svg: not an SVG file: not XML" in err
+    assert "text.svg: not an SVG file: XML error" in err
+    assert "entities.svg: not an SVG file: XML error (limit on input amplification" in err
+    assert "uses.svg: not a usable SVG file: its <use> references expand it to more than" in err
+    assert "loop.svg: not a usable SVG file: a <use> refers to itself" in err
     assert "page.svg: not an SVG file: its root element is not <svg>" in err
     assert "notzip.npz is not a valid .npz file" in err
     assert f"skipped {len(bad)} files that could not be read" in out
@@ -448,6 +464,32 @@ def test_malformed_lines_are_counted_and_named_and_the_rest_kept(tmp_path, capsy
         assert f"malformed: w.ndjson line {number}: " in out
     assert "line 5: stroke 0 has 2 x but 1 y values" in out
     assert "line 6: 'drawing' mixes strokes of 2 lists" in out
+
+
+def test_random_json_in_drawings_is_malformed_never_a_crash(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    leaves = [0, 1.5, -3, 1e308, -1e308, "7", "", None, True, [], {}, [[]], [1, 2], [[1], [2]]]
+
+    def junk(depth):
+        if depth == 0 or rng.random() < 0.3:
+            return leaves[rng.integers(len(leaves))]
+        return [junk(depth - 1) for _ in range(rng.integers(0, 4))]
+
+    good = {"word": "w", "drawing": [[[0, 10, 20], [0, 5, 0]]]}
+    huge = {"word": "w", "drawing": [[[1e308, -1e308, 5], [0, 0, 0]]]}  # offsets overflow
+    rows = [good, huge] + [{"word": "w", "drawing": junk(4)} for _ in range(400)] + [good, good]
+    path = tmp_path / "junk.ndjson"
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    code, out, err = run(capsys, path, "--out", tmp_path / "j.npz")
+    assert code == 0, err
+    assert "read 404 drawings" in out and "skipped" not in err
+    assert "line 2: its coordinates are too large" in out
+    train, valid, test = utils.load_strokes(tmp_path, "j", download=False)  # validates them
+    assert len(train) + len(valid) + len(test) >= 3
+    for name in ("junk.json", "junk.svg"):  # the same junk as whole files
+        (tmp_path / name).write_text(json.dumps(junk(5)))
+        code, out, err = run(capsys, tmp_path / name, path, "--out", tmp_path / "k.npz")
+        assert code == 0 and "Traceback" not in err
 
 
 def test_usage_errors_are_one_line_and_write_nothing(tmp_path, capsys):
