@@ -530,17 +530,22 @@ def _read_member(archive, info, source, budget):
         raise ValueError(f"{source}: {member} uses zip compression method {info.compress_type}, "
                          f"expected one of {', '.join(_ZIP_METHODS.values())}")
     with archive.open(info) as fh:
-        shape, fortran, dtype = _read_npy_header(fh, source, member)
-        count = math.prod(shape)
-        if dtype.hasobject:
-            budget.spend(count * _ELEMENT_BYTES, f"{member}: its header's shape {shape}")
-            remaining = budget.limit - budget.used
-            payload = fh.read(remaining + 1)
-            budget.spend(len(payload), f"{member}: its pickle")
-            return _unpickle_array(payload, source, member, shape, budget)
-        nbytes = count * dtype.itemsize
-        budget.spend(nbytes, f"{member}: its header's shape {shape} of {dtype}")
-        data = fh.read(nbytes)
+        return _read_array(fh, source, member, budget)
+
+
+def _read_array(fh, source, member, budget):
+    """The .npy array that ``fh`` (a file or zip member) holds, sizes checked first."""
+    shape, fortran, dtype = _read_npy_header(fh, source, member)
+    count = math.prod(shape)
+    if dtype.hasobject:
+        budget.spend(count * _ELEMENT_BYTES, f"{member}: its header's shape {shape}")
+        remaining = budget.limit - budget.used
+        payload = fh.read(remaining + 1)
+        budget.spend(len(payload), f"{member}: its pickle")
+        return _unpickle_array(payload, source, member, shape, budget)
+    nbytes = count * dtype.itemsize
+    budget.spend(nbytes, f"{member}: its header's shape {shape} of {dtype}")
+    data = fh.read(nbytes)
     if len(data) != nbytes:
         raise ValueError(f"{source}: {member} is corrupt: its header says shape {shape} of "
                          f"{dtype} ({nbytes} bytes) but it holds {len(data)} bytes")
@@ -599,6 +604,27 @@ def load_npz(path, max_bytes=None):
     if not arrays:
         raise ValueError(f"{path} holds no .npy arrays, expected a Sketch-RNN .npz")
     return arrays
+
+
+def load_npy(path, max_bytes=None):
+    """Loads one .npy array (a stroke-3 sketch or an object array of them) as ``load_npz``.
+
+    Plain arrays are read without pickle; an object array is rebuilt by the unpickler of
+    ``load_npz``, which builds numpy arrays of numbers only, within the same memory limit.
+
+    Raises:
+        FileNotFoundError, UnsafePathError: if it is missing or not a regular file.
+        UnsafeFileError: if its pickle asks for anything but numpy arrays.
+        ValueError: if it is not a valid .npy file, is corrupt or too large.
+    """
+    path = Path(path)
+    check_regular_file(path)
+    budget = _Budget(path, array_bytes_limit(path, max_bytes))
+    try:
+        with open(path, "rb") as fh:
+            return _read_array(fh, path, "the array", budget)
+    except MemoryError:
+        raise ValueError(f"{path}: not enough memory to load it") from None
 
 
 # ---- files we read and write ----
