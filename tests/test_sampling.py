@@ -99,14 +99,20 @@ def test_decoder_sub_models_match_the_teacher_forced_full_model(conditional, cel
         np.testing.assert_allclose(params[:, 0], expected[:, t], atol=1e-5, err_msg=f"step {t}")
 
 
-def reference_sample(drawer, z, noise, temperature, greedy):
-    """The official sample(), batched over sketches, with the decoder_step sub-model and NumPy."""
+def reference_sample(drawer, z, noise, temperature, greedy, state=None, point=None):
+    """The official sample(), batched over sketches, with the decoder_step sub-model and NumPy.
+
+    It starts from the decoder's initial state reading the start token, or from `state` (a
+    list in the cell's order) reading `point` (B, 5).
+    """
     hps = drawer.hps
     m = hps.num_mixture
     steps, batch, _ = noise.shape
     temperature = np.broadcast_to(np.asarray(temperature, np.float64), (batch,))
-    state = initial_state(drawer, z, batch)
-    point = np.tile(np.array([0, 0, 1, 0, 0], np.float32), (batch, 1))
+    if state is None:
+        state = initial_state(drawer, z, batch)
+    if point is None:
+        point = np.tile(np.array([0, 0, 1, 0, 0], np.float32), (batch, 1))
     out = np.zeros((batch, steps, 5), np.float32)
     ended = np.zeros(batch, bool)
 
@@ -294,6 +300,25 @@ def test_interpolation():
     assert interpolate(z0, z1, 7, "lerp").shape == (7, 3)
     with pytest.raises(ValueError, match="slerp"):
         interpolate(z0, z1, 3, "cubic")
+
+
+def test_interpolation_frames_share_one_noise_stream():
+    drawer = SketchRNNDrawer(tiny_model(seed=15))
+    sketch = random_sketches(np.random.default_rng(3), 1, drawer.hps.max_seq_len)[0]
+    # From a sketch to itself every frame has the same z: with one noise stream for all
+    # frames (the default) they are the same drawing; each with its own, they differ.
+    shared = drawer.interpolate(sketch, sketch, steps=4, temperature=1.0, seed=2)
+    independent = drawer.interpolate(sketch, sketch, steps=4, temperature=1.0, seed=2,
+                                     shared_noise=False)
+    for frame in shared[1:]:
+        np.testing.assert_array_equal(frame, shared[0])
+    assert len({frame.tobytes() for frame in independent}) > 1
+    np.testing.assert_array_equal(independent[0], shared[0])  # the shared stream is frame 0's
+
+    _, noise = drawer._random_draws(5, 2, None, with_z=False, shared_noise=True)
+    first = next(_noise_of(drawer, 2, 1))  # stream 0, as decode() draws it
+    for b in range(5):
+        np.testing.assert_array_equal(noise[:, b], first)
 
 
 def test_unconditional_model_samples_without_z():
