@@ -395,20 +395,27 @@ def test_sampling_command_writes_pictures(tmp_path, shared_datasets, capsys):
     common = [f"--run_dir={run}", f"--output_dir={out}", f"--data_dir={shared_datasets}", "--seed=3"]
 
     assert seq2seqVAE_sample.main(common + ["--count=5"]) == 0
-    first = (out / "sample.svg").read_text()
+    first = (out / "sample-t0.50-s3.svg").read_text()
     assert ET.fromstring(first).tag == "{http://www.w3.org/2000/svg}svg"
-    assert seq2seqVAE_sample.main(common + ["--count=5"]) == 0
-    assert (out / "sample.svg").read_text() == first  # seeded: the same drawing
+    capsys.readouterr()
+    assert seq2seqVAE_sample.main(common + ["--count=5"]) == 2  # nothing overwritten
+    assert capsys.readouterr().err.strip() == (
+        f"error: {out / 'sample-t0.50-s3.svg'} exists; pass --force to overwrite it, or another "
+        "--seed, --temperature or --output_dir")
+    assert seq2seqVAE_sample.main(common + ["--count=5", "--force"]) == 0
+    assert (out / "sample-t0.50-s3.svg").read_text() == first  # seeded: the same drawing
 
-    assert seq2seqVAE_sample.main(common + ["--mode=reconstruct", "--count=3", "--format=png"]) == 0
-    assert Image.open(out / "reconstruct.png").format == "PNG"
+    assert seq2seqVAE_sample.main(common + ["--mode=reconstruct", "--count=3", "--format=png",
+                                            "--temperature=0.25"]) == 0
+    assert Image.open(out / "reconstruct-t0.25-s3.png").format == "PNG"
 
     assert seq2seqVAE_sample.main(common + ["--mode=interpolate", "--indices=2,5", "--count=4",
-                                            "--format=gif"]) == 0
-    assert sorted(p.name for p in out.glob("interpolate-*.gif")) == [
-        f"interpolate-00{i}.gif" for i in range(4)]
+                                            "--format=gif", "--gif_size=64", "--greedy"]) == 0
+    gifs = sorted(out.glob("interpolate-*.gif"))
+    assert [p.name for p in gifs] == [f"interpolate-greedy-s3-00{i}.gif" for i in range(4)]
+    assert Image.open(gifs[0]).size == (64, 64)
     assert seq2seqVAE_sample.main(common + ["--mode=interpolate", "--indices=2,5", "--count=4"]) == 0
-    texts = ET.parse(out / "interpolate.svg").getroot().iter("{http://www.w3.org/2000/svg}text")
+    texts = ET.parse(out / "interpolate-t0.50-s3.svg").getroot().iter("{http://www.w3.org/2000/svg}text")
     assert [t.text for t in texts] == ["test 2", "0.00", "0.33", "0.67", "1.00", "test 5"]
 
     capsys.readouterr()
