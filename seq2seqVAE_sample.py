@@ -1,7 +1,7 @@
 """Draw with a trained Sketch-RNN from the terminal.
 
 Usage:
-    # 16 random sketches in one SVG grid
+    # 16 random sketches in one SVG grid: <run_dir>/drawings/sample-t0.50-s1.svg
     python seq2seqVAE_sample.py --run_dir=examples/sheep --count=16 --temperature=0.5 --seed=1
 
     # the first 8 test sketches above their reconstructions, as a PNG
@@ -10,39 +10,51 @@ Usage:
 
     # 8 steps from test sketch 3 to test sketch 7, one GIF of the pen per step
     python seq2seqVAE_sample.py --run_dir=examples/sheep --mode=interpolate --indices=3,7 \\
-        --count=8 --format=gif
+        --count=8 --format=gif --gif_size=200
 
-Pictures go to --output_dir (default <run_dir>/drawings): <mode>.svg or <mode>.png, one grid,
-or <mode>-NNN.gif, one per sketch. A grid fits each sketch into a --cell_size square; with
---cell_size=0, and in GIFs, sketches are drawn at the data's size, un-normalised with the
-run's stored scale factor. reconstruct and interpolate read the test sketches of the run's
-data sets from --data_dir (downloading a known data set that is missing).
+    # 6 continuations of the first 3 strokes of test sketches 2 and 5, one row each
+    python seq2seqVAE_sample.py --run_dir=examples/sheep --mode=complete --indices=2,5 \\
+        --prefix_strokes=3 --count=6 --format=png
+    # ... or of a drawing of your own: a .npy or .json stroke-3 file in the data's units
+    python seq2seqVAE_sample.py --run_dir=examples/sheep --mode=complete --prefix=mine.json
+
+Pictures go to --output_dir (default <run_dir>/drawings), named after the mode, temperature
+and seed: <mode>-t<temperature>-s<seed>.svg or .png, one grid, or <mode>-t<temperature>-
+s<seed>-NNN.gif, one per drawn sketch ("greedy" for the temperature with --greedy). A file
+that exists is an error unless --force. A grid fits each sketch into a --cell_size square;
+with --cell_size=0, and in GIFs without --gif_size, sketches are drawn at the data's size,
+un-normalised with the run's stored scale factor. reconstruct, interpolate and complete read
+the test sketches of the run's data sets from --data_dir (downloading a known data set that
+is missing). complete draws the prefix in blue and the continuations in black.
 """
 
-import argparse
 import math
 import os
 import sys
 
+from sketch_rnn import cli
+
 # Bounds of the flags where a larger value only exhausts memory.
 MAX_COUNT = 10_000
 MAX_CELL_SIZE = 10_000
+MODES = ["sample", "reconstruct", "interpolate", "complete"]
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description="Draw random samples, reconstructions or interpolations with a trained "
-                    "Sketch-RNN run, as SVG, PNG or GIF.")
+    parser = cli.ArgumentParser(
+        description="Draw random samples, reconstructions, interpolations or completions with a "
+                    "trained Sketch-RNN run, as SVG, PNG or GIF.")
     parser.add_argument("--run_dir", required=True,
                         help="run folder with model_config.json and checkpoints/")
     parser.add_argument("--checkpoint", default=None,
                         help="weights file to load (default: checkpoints/best.weights.h5, else "
                              "the newest checkpoint)")
-    parser.add_argument("--mode", default="sample", choices=["sample", "reconstruct", "interpolate"],
-                        help="random sketches, test sketches re-drawn from their z, or the sketches "
-                             "between two test sketches")
+    parser.add_argument("--mode", default="sample", choices=MODES,
+                        help="random sketches, test sketches re-drawn from their z, the sketches "
+                             "between two test sketches, or continuations of a partial sketch")
     parser.add_argument("--count", type=int, default=10,
-                        help="sketches to draw (interpolate: steps, both ends included)")
+                        help="sketches to draw (interpolate: steps, both ends included; complete: "
+                             "continuations per prefix)")
     parser.add_argument("--temperature", type=float, default=0.5,
                         help="sampling temperature tau > 0: lower is tidier, 1 is the model's own "
                              "distribution")
@@ -51,23 +63,45 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the random draws (default: a fresh one, printed)")
     parser.add_argument("--format", default="svg", choices=["svg", "png", "gif"],
-                        help="svg or png: one grid picture; gif: one animation per sketch")
+                        help="svg or png: one grid picture; gif: one animation per drawn sketch")
     parser.add_argument("--output_dir", default=None,
                         help="folder for the pictures (default: <run_dir>/drawings)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite pictures of the same name (by default that is an error)")
     parser.add_argument("--data_dir", default="datasets",
-                        help="folder of the run's .npz data sets (reconstruct, interpolate)")
+                        help="folder of the run's .npz data sets (reconstruct, interpolate, complete)")
     parser.add_argument("--indices", default=None,
                         help="test sketches to use: reconstruct, a comma list (default: the first "
-                             "--count); interpolate, two (default: 0,1)")
+                             "--count); interpolate, two (default: 0,1); complete, a comma list of "
+                             "sketches to take prefixes from (default: 0)")
+    parser.add_argument("--prefix_strokes", type=int, default=None,
+                        help="complete: how many strokes of each sketch make its prefix (default: "
+                             "half of a test sketch's strokes, rounded up; all of a --prefix file)")
+    parser.add_argument("--prefix", default=None,
+                        help="complete: a sketch file to continue instead of test sketches, in the "
+                             "data's units: a .npy (N, 3) stroke-3 array, or a .json list of "
+                             "[dx, dy, pen_lifted] rows or of strokes of absolute [x, y] points")
     parser.add_argument("--method", default="slerp", choices=["slerp", "lerp"],
                         help="interpolation between the two latent vectors")
+    parser.add_argument("--independent_noise", action="store_true",
+                        help="interpolate: give each frame its own random draws (by default all "
+                             "frames share one stream, so neighbours differ only by z)")
+    parser.add_argument("--labels", action="store_true",
+                        help="label every drawn sketch of a grid with its temperature, seed and "
+                             "number (its stream of the seed)")
     parser.add_argument("--cell_size", type=float, default=150,
                         help="pixels per grid cell, each sketch scaled to fit its own; 0 draws every "
                              "sketch at the data's size (then sizes compare, but one long stray "
                              "line makes every cell large)")
     parser.add_argument("--columns", type=int, default=None,
                         help="sketches per row of a grid (default: up to 10; reconstruct and "
-                             "interpolate: one row)")
+                             "interpolate: one row; complete: a row per prefix)")
+    parser.add_argument("--gif_size", type=float, default=0,
+                        help="gif: pixels of the square GIF, the sketch scaled to fit (default 0: "
+                             "the data's size)")
+    parser.add_argument("--gif_frame_ms", type=int, default=40,
+                        help="gif: milliseconds per frame (100 frames at most; the last one "
+                             "stays 1 s)")
     return parser.parse_args(argv)
 
 
@@ -91,6 +125,7 @@ def main(argv=None):
 def draw(args):
     """Draws what the flags ask for; returns the paths written."""
     check_args(args)
+    cli.quiet_tensorflow()
     import numpy as np
 
     import utils
@@ -98,53 +133,101 @@ def draw(args):
 
     check_run(args)
     output_dir = check_output_dir(args)
+    prefix_file = None if args.prefix is None else utils.read_sketch(args.prefix)  # before the model
     drawer = load_run(args.run_dir, args.checkpoint)
     seed = args.seed
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0] % 1_000_000)
         print(f"seed {seed} (--seed={seed} draws the same again)", file=sys.stderr)
     draw_options = dict(temperature=args.temperature, greedy=args.greedy, seed=seed)
-    columns = args.columns
     tau = "greedy" if args.greedy else f"tau {args.temperature:g}"
 
+    def drawn_labels(count):
+        """The labels of `count` sketches drawn from the seed's streams 0, 1, ..."""
+        if args.labels:
+            return [f"{tau}, seed {seed} #{i}" for i in range(count)]
+        return [tau] * count
+
+    columns, prefix_lengths, gif_prefixes = args.columns, None, None
     if args.mode == "sample":
         sketches = drawer.sample(args.count, **draw_options)
-        grid, labels = sketches, None
+        grid, labels = sketches, (drawn_labels(len(sketches)) if args.labels else None)
+    elif args.mode == "complete":
+        grid, labels, sketches, prefix_lengths, gif_prefixes = [], [], [], [], []
+        for prefix, name in read_prefixes(args, drawer, prefix_file):
+            try:
+                completions = drawer.complete(prefix, args.count, **draw_options)
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
+            grid += [prefix] + completions
+            labels += [name] + drawn_labels(len(completions))
+            sketches += completions
+            prefix_lengths += [len(prefix)] * (1 + len(completions))
+            gif_prefixes += [len(prefix)] * len(completions)
+        columns = columns or args.count + 1
     else:
         if not drawer.hps.conditional:
             raise ValueError(f"--mode={args.mode}: the run in {args.run_dir} has no encoder "
-                             "(conditional=False); only --mode=sample draws with it")
+                             "(conditional=False); --mode=sample and --mode=complete draw with it")
         test = drawer.load_sketches(args.data_dir, "test")
         indices = parse_indices(args, len(test))
         if args.mode == "reconstruct":
             originals = [test[i] for i in indices]
             sketches = drawer.reconstruct(originals, **draw_options)
             grid = originals + sketches
-            labels = [f"test {i}" for i in indices] + [tau] * len(sketches)
+            labels = [f"test {i}" for i in indices] + drawn_labels(len(sketches))
         else:
             first, last = indices
             sketches = drawer.interpolate(test[first], test[last], steps=args.count,
-                                          method=args.method, **draw_options)
+                                          method=args.method, shared_noise=not args.independent_noise,
+                                          **draw_options)
             # The two test sketches at the ends, the decoded path between them.
             grid = [test[first]] + sketches + [test[last]]
             positions = [f"{t:.2f}" for t in np.linspace(0.0, 1.0, args.count)]
+            if args.labels:
+                noise = "own noise" if args.independent_noise else "seed"
+                positions = [f"{p}, {tau}, {noise} {seed}" for p in positions]
             labels = [f"test {first}"] + positions + [f"test {last}"]
         columns = columns or len(grid) // (2 if args.mode == "reconstruct" else 1)
 
+    name = picture_name(args, seed)
+    if args.format == "gif":
+        paths = [os.path.join(output_dir, f"{name}-{number:03d}.gif") for number in range(len(sketches))]
+    else:
+        paths = [os.path.join(output_dir, f"{name}.{args.format}")]
+    check_free(paths, args.force)
     os.makedirs(output_dir, exist_ok=True)
     scale = drawer.scale_factor
     if args.format == "gif":
-        written = []
-        for number, sketch in enumerate(sketches):
-            path = os.path.join(output_dir, f"{args.mode}-{number:03d}.gif")
-            utils.sketch_to_gif(sketch, path, scale_factor=scale)
-            written.append(path)
-        return written
-    path = os.path.join(output_dir, f"{args.mode}.{args.format}")
+        for number, (sketch, path) in enumerate(zip(sketches, paths)):
+            utils.sketch_to_gif(sketch, path, scale_factor=scale, size=args.gif_size or None,
+                                duration=args.gif_frame_ms,
+                                prefix_length=gif_prefixes[number] if gif_prefixes else 0)
+        return paths
     write = utils.sketches_to_svg if args.format == "svg" else utils.sketches_to_png
-    write(grid, path, columns=columns, labels=labels, scale_factor=scale,
-          cell_size=args.cell_size or None)
-    return [path]
+    write(grid, paths[0], columns=columns, labels=labels, scale_factor=scale,
+          cell_size=args.cell_size or None, prefix_lengths=prefix_lengths)
+    return paths
+
+
+def picture_name(args, seed):
+    """<mode>-t<temperature>-s<seed>, "greedy" for the temperature with --greedy."""
+    if args.greedy:
+        tau = "greedy"
+    else:  # two decimals, more only where they are needed
+        t = args.temperature
+        tau = f"t{t:.2f}" if round(t, 2) == t else f"t{t:g}"
+    return f"{args.mode}-{tau}-s{seed}"
+
+
+def check_free(paths, force):
+    """Refuses (one line) to overwrite a picture unless --force."""
+    if force:
+        return
+    for path in paths:
+        if os.path.lexists(path):
+            raise ValueError(f"{path} exists; pass --force to overwrite it, or another --seed, "
+                             "--temperature or --output_dir")
 
 
 def check_args(args):
@@ -160,20 +243,37 @@ def check_args(args):
     if not (args.cell_size == 0 or 20 < args.cell_size <= MAX_CELL_SIZE):
         raise ValueError(f"--cell_size must be more than 20 and at most {MAX_CELL_SIZE} pixels "
                          f"(or 0), got {args.cell_size:g}")
+    if not (args.gif_size == 0 or 20 < args.gif_size <= MAX_CELL_SIZE):
+        raise ValueError(f"--gif_size must be more than 20 and at most {MAX_CELL_SIZE} pixels "
+                         f"(or 0), got {args.gif_size:g}")
+    if not 10 <= args.gif_frame_ms <= 60_000:
+        raise ValueError(f"--gif_frame_ms must be from 10 to 60000, got {args.gif_frame_ms}")
     if args.columns is not None and not 1 <= args.columns <= MAX_COUNT:
         raise ValueError(f"--columns must be from 1 to {MAX_COUNT}, got {args.columns}")
     if args.seed is not None and not 0 <= args.seed < 2**32:
         raise ValueError(f"--seed must be from 0 to 2**32 - 1, got {args.seed}")
+    if args.mode != "complete":
+        for flag in ("prefix", "prefix_strokes"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag} applies to --mode=complete, not --mode={args.mode}")
+    if args.independent_noise and args.mode != "interpolate":
+        raise ValueError(f"--independent_noise applies to --mode=interpolate, not --mode={args.mode}")
+    if args.prefix is not None and args.indices is not None:
+        raise ValueError("--prefix and --indices: give one (a file to continue, or test sketches)")
+    if args.prefix_strokes is not None and not 1 <= args.prefix_strokes <= MAX_COUNT:
+        raise ValueError(f"--prefix_strokes must be from 1 to {MAX_COUNT}, got {args.prefix_strokes}")
     if not os.path.isdir(args.run_dir):
         raise ValueError(f"--run_dir: {args.run_dir} is not a folder")
 
 
 def check_run(args):
-    """The checkpoint flag's file, before anything reads it (load_run checks the config)."""
+    """The files the flags name, before anything reads them (load_run checks the config)."""
     import utils
 
     if args.checkpoint is not None:
         utils.check_regular_file(args.checkpoint, "--checkpoint")
+    if args.prefix is not None:
+        utils.check_regular_file(args.prefix, "--prefix")
 
 
 def check_output_dir(args):
@@ -194,10 +294,36 @@ def check_output_dir(args):
     return output_dir
 
 
+def read_prefixes(args, drawer, prefix_file=None):
+    """complete's prefixes in model units, each with its label: the --prefix file's sketch
+    (`prefix_file`, in the data's units) or the test sketches'."""
+    import numpy as np
+
+    import utils
+
+    if prefix_file is not None:
+        sketch = prefix_file
+        if args.prefix_strokes is not None:
+            sketch = utils.first_strokes(sketch, args.prefix_strokes)
+        # The data loader's preprocessing: clamped, then divided by the run's scale factor.
+        sketch = np.clip(sketch, -1000, 1000)
+        sketch[:, :2] /= drawer.scale_factor
+        return [(sketch, os.path.basename(args.prefix))]
+    test = drawer.load_sketches(args.data_dir, "test")
+    prefixes = []
+    for index in parse_indices(args, len(test)):
+        strokes = int(np.sum(test[index][:, 2] == 1))
+        count = args.prefix_strokes or max(1, -(-strokes // 2))
+        prefix = utils.first_strokes(test[index], count)
+        prefixes.append((prefix, f"test {index}, {min(count, strokes)}/{strokes} strokes"))
+    return prefixes
+
+
 def parse_indices(args, available):
     """The test sketch indices the mode uses, checked against the `available` sketches."""
     if args.indices is None:
-        indices = list(range(min(args.count, available))) if args.mode == "reconstruct" else [0, 1]
+        indices = {"reconstruct": list(range(min(args.count, available))), "interpolate": [0, 1],
+                   "complete": [0]}[args.mode]
     else:
         try:
             indices = [int(text) for text in args.indices.split(",")]

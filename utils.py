@@ -93,6 +93,95 @@ def to_stroke3(stroke5):
     return stroke3
 
 
+def first_strokes(stroke3, count):
+    """The first `count` strokes of a stroke-3 sketch: its rows up to the count-th pen lift.
+
+    Returns all of it when it has fewer strokes (a last stroke without a pen lift counts).
+    """
+    if count < 0:
+        raise ValueError(f"the number of strokes must be at least 0, got {count}")
+    stroke3 = np.asarray(stroke3)
+    lifts = np.flatnonzero(stroke3[:, 2] == 1)
+    if count == 0:
+        return stroke3[:0]
+    return stroke3[:lifts[count - 1] + 1] if count <= len(lifts) else stroke3
+
+
+def strokes_to_stroke3(strokes):
+    """Strokes of absolute points, a list of (n_i, 2) sequences of (x, y), as stroke-3.
+
+    The first point is the origin (its row is (0, 0, 0)); each stroke's last row lifts the pen.
+    """
+    points = np.concatenate([np.asarray(stroke, np.float64).reshape(-1, 2) for stroke in strokes])
+    pen = np.concatenate([np.arange(len(stroke)) == len(stroke) - 1 for stroke in strokes])
+    stroke3 = np.zeros((len(points), 3), np.float32)
+    stroke3[:, :2] = np.diff(points, axis=0, prepend=points[:1])
+    stroke3[:, 2] = pen
+    return stroke3
+
+
+MAX_SKETCH_FILE_BYTES = 4 << 20
+
+
+def read_sketch(path):
+    """Reads one sketch from a .npy or .json file, as stroke-3 in the file's units.
+
+    Accepted: a .npy (N, 3) numeric array of (dx, dy, pen_lifted) rows; a .json list of
+    [dx, dy, pen_lifted] rows, or a .json list of strokes, each a list of absolute [x, y]
+    points (converted by `strokes_to_stroke3`). Nothing in the file can run code (numpy
+    object arrays are refused).
+
+    Raises:
+        FileNotFoundError, UnsafePathError, ValueError: one line naming the file and what
+        was expected.
+    """
+    path = os.fspath(path)
+    check_regular_file(path)
+    if os.path.getsize(path) > MAX_SKETCH_FILE_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_SKETCH_FILE_BYTES >> 20} MiB, too large for a sketch")
+    expected = ("expected a stroke-3 sketch: (N, 3) rows of (dx, dy, pen_lifted), or a JSON "
+                "list of strokes of [x, y] points")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".npy":
+        try:
+            sketch = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"{path}: not a numeric .npy array ({first_line(err)})") from None
+        if sketch.dtype.kind not in "iuf":
+            raise ValueError(f"{path}: holds {sketch.dtype} values; {expected}")
+    elif suffix == ".json":
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: not valid JSON ({first_line(err)})") from None
+
+        def is_number(value):
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        def is_row(item, width):
+            return isinstance(item, list) and len(item) == width and all(map(is_number, item))
+
+        if not isinstance(data, list) or not data:
+            raise ValueError(f"{path}: {expected}")
+        if all(is_row(row, 3) for row in data):
+            sketch = np.array(data, np.float64)
+        elif all(isinstance(stroke, list) and stroke and all(is_row(p, 2) for p in stroke)
+                 for stroke in data):
+            sketch = strokes_to_stroke3(data)
+        else:
+            raise ValueError(f"{path}: {expected}")
+    else:
+        raise ValueError(f"{path}: unknown kind of file; expected a .npy or .json sketch")
+    if sketch.ndim != 2 or sketch.shape[1] != 3 or len(sketch) == 0:
+        raise ValueError(f"{path}: holds an array of shape {sketch.shape}; {expected}")
+    if not np.all(np.isfinite(sketch)):
+        raise ValueError(f"{path}: holds NaN or infinite values")
+    if not np.all(np.isin(sketch[:, 2], (0, 1))):
+        raise ValueError(f"{path}: the pen column (the third) must be 0 or 1")
+    return sketch.astype(np.float32)
+
+
 def augment_strokes(strokes, prob, rng):
     """Randomly drops points inside strokes (official augment_strokes).
 
@@ -1308,6 +1397,26 @@ def stroke_lines(stroke3, scale_factor=1.0):
     return [line for line in np.split(points, ends) if len(line)]
 
 
+def _stroke_pieces(stroke3, scale_factor=1.0, prefix_length=0):
+    """`stroke_lines`, each stroke cut where the sketch's first `prefix_length` points end.
+
+    Returns:
+        list of (points (n, 2), index of its first point in the sketch, in_prefix). A stroke
+        that the prefix begins and the rest continues is two pieces; the second starts at
+        the prefix's last point, so the segment joining them is drawn with the rest.
+    """
+    pieces, start = [], 0
+    for line in stroke_lines(stroke3, scale_factor):
+        cut = min(max(prefix_length - start, 0), len(line))  # its points inside the prefix
+        if cut > 0:
+            pieces.append((line[:cut], start, True))
+        if cut < len(line):
+            joined = 1 if cut > 0 else 0
+            pieces.append((line[cut - joined:], start + cut - joined, False))
+        start += len(line)
+    return pieces
+
+
 def _as_stroke3(stroke3):
     stroke3 = np.asarray(stroke3)
     if stroke3.ndim != 2 or stroke3.shape[1] != 3:
@@ -1320,28 +1429,35 @@ class _Grid:
 
     The cells are as large as the largest sketch, or ``cell_size`` pixels square with every
     sketch scaled to fit its cell. ``cells`` holds, per sketch, its strokes moved into place
-    and its label's (text, x, y). Sizes are in pixels.
+    as ``_stroke_pieces`` (points, first index, in_prefix) and its label's (text, x, y).
+    Sizes are in pixels.
     """
 
-    def __init__(self, sketches, columns, labels, scale_factor, margin, font_size, cell_size=None):
+    def __init__(self, sketches, columns, labels, scale_factor, margin, font_size, cell_size=None,
+                 prefix_lengths=None):
         if len(sketches) == 0:
             raise ValueError("nothing to draw: the list of sketches is empty")
         if labels is not None and len(labels) != len(sketches):
             raise ValueError(f"got {len(labels)} labels for {len(sketches)} sketches")
+        if prefix_lengths is None:
+            prefix_lengths = [0] * len(sketches)
+        elif len(prefix_lengths) != len(sketches):
+            raise ValueError(f"got {len(prefix_lengths)} prefix lengths for {len(sketches)} sketches")
         if cell_size is not None and not cell_size > 2 * margin:
             raise ValueError(f"cell_size must be larger than twice the margin ({2 * margin}), "
                              f"got {cell_size}")
         self.columns = min(columns or 10, len(sketches))
         self.rows = -(-len(sketches) // self.columns)
         self.font_size = font_size
-        all_lines = [stroke_lines(sketch, scale_factor) for sketch in sketches]
+        all_lines = [_stroke_pieces(sketch, scale_factor, int(prefix))
+                     for sketch, prefix in zip(sketches, prefix_lengths)]
         extents = []
         for index, lines in enumerate(all_lines):
-            points = np.concatenate(lines) if lines else np.zeros((1, 2))
+            points = np.concatenate([line for line, _, _ in lines]) if lines else np.zeros((1, 2))
             low, high = points.min(axis=0), points.max(axis=0)
             if cell_size is not None:
                 zoom = (cell_size - 2 * margin) / np.max(high - low) if np.any(high > low) else 1.0
-                all_lines[index] = [line * zoom for line in lines]
+                all_lines[index] = [(line * zoom, first, part) for line, first, part in lines]
                 low, high = low * zoom, high * zoom
             extents.append((low, high))
         if cell_size is None:
@@ -1361,7 +1477,7 @@ class _Grid:
             label = None
             if labels is not None:
                 label = (str(labels[index]), left + cell_w / 2, top + cell_h + 1.1 * font_size)
-            self.cells.append(([line + shift for line in lines], label))
+            self.cells.append(([(line + shift, first, part) for line, first, part in lines], label))
 
 
 def sketch_to_svg(stroke3, path=None, scale_factor=1.0, stroke_width=2.0, margin=10.0,
@@ -1382,8 +1498,12 @@ def sketch_to_svg(stroke3, path=None, scale_factor=1.0, stroke_width=2.0, margin
                            stroke_width=stroke_width, margin=margin, color=color)
 
 
+PREFIX_COLOR = "#3b7dd8"  # the given part of a completed sketch
+
+
 def sketches_to_svg(sketches, path=None, columns=None, labels=None, scale_factor=1.0,
-                    cell_size=None, stroke_width=2.0, margin=10.0, color="black", font_size=12.0):
+                    cell_size=None, stroke_width=2.0, margin=10.0, color="black", font_size=12.0,
+                    prefix_lengths=None, prefix_color=PREFIX_COLOR):
     """Draws a grid of stroke-3 sketches as SVG, one <path> per stroke.
 
     Args:
@@ -1397,22 +1517,26 @@ def sketches_to_svg(sketches, path=None, columns=None, labels=None, scale_factor
             scaled to fit its own (one long stray line then cannot shrink the others).
         stroke_width, margin, font_size: in pixels.
         color: the strokes' SVG colour.
+        prefix_lengths: optional, one per sketch: its first that many points (a prefix it
+            was completed from) are drawn in ``prefix_color``, the rest in ``color``.
 
     Returns:
         the SVG document as a string.
     """
     import svgwrite
 
-    grid = _Grid(sketches, columns, labels, scale_factor, margin, font_size, cell_size)
+    grid = _Grid(sketches, columns, labels, scale_factor, margin, font_size, cell_size,
+                 prefix_lengths)
     drawing = svgwrite.Drawing(size=(f"{grid.width:.0f}", f"{grid.height:.0f}"))
     drawing.add(drawing.rect(insert=(0, 0), size=("100%", "100%"), fill="white"))
     for lines, label in grid.cells:
-        for line in lines:
+        for line, _, in_prefix in lines:
             if len(line) == 1:  # a single point: a zero-length segment shows as a dot
                 line = np.concatenate([line, line])
             coords = [f"{x:.2f},{y:.2f}" for x, y in line]
             drawing.add(drawing.path(
-                d=f"M{coords[0]} L{' '.join(coords[1:])}", fill="none", stroke=color,
+                d=f"M{coords[0]} L{' '.join(coords[1:])}", fill="none",
+                stroke=prefix_color if in_prefix else color,
                 stroke_width=stroke_width, stroke_linecap="round", stroke_linejoin="round"))
         if label is not None:
             text, x, y = label
@@ -1447,9 +1571,10 @@ class _Canvas:
         self.dot_size = stroke_width * points_per_pixel
         self.font_points = grid.font_size * points_per_pixel
 
-    def line(self, points):
-        """Adds a stroke (a single point shows as a dot); returns its Line2D."""
-        (line,) = self.axes.plot(points[:, 0], points[:, 1], **self.style)
+    def line(self, points, color=None):
+        """Adds a stroke (a single point shows as a dot), in `color` if given; returns its Line2D."""
+        style = self.style if color is None else {**self.style, "color": color}
+        (line,) = self.axes.plot(points[:, 0], points[:, 1], **style)
         self.set_points(line, points)
         return line
 
@@ -1470,19 +1595,21 @@ class _Canvas:
 
 
 def sketches_to_png(sketches, path, columns=None, labels=None, scale_factor=1.0,
-                    cell_size=None, stroke_width=2.0, margin=10.0, color="black", font_size=12.0):
+                    cell_size=None, stroke_width=2.0, margin=10.0, color="black", font_size=12.0,
+                    prefix_lengths=None, prefix_color=PREFIX_COLOR):
     """Draws a grid of stroke-3 sketches (one sketch: a list of one) to a PNG file.
 
-    The layout is that of ``sketches_to_svg`` with the same arguments.
+    The layout and colours are those of ``sketches_to_svg`` with the same arguments.
 
     Returns:
         the image's (width, height) in pixels.
     """
-    grid = _Grid(sketches, columns, labels, scale_factor, margin, font_size, cell_size)
+    grid = _Grid(sketches, columns, labels, scale_factor, margin, font_size, cell_size,
+                 prefix_lengths)
     canvas = _Canvas(grid, stroke_width, color)
     for lines, label in grid.cells:
-        for points in lines:
-            canvas.line(points)
+        for points, _, in_prefix in lines:
+            canvas.line(points, prefix_color if in_prefix else None)
         if label is not None:
             canvas.text(*label)
     image = canvas.image()
@@ -1493,7 +1620,8 @@ def sketches_to_png(sketches, path, columns=None, labels=None, scale_factor=1.0,
 
 
 def sketch_to_gif(stroke3, path, frames=None, scale_factor=1.0, duration=40, hold=1000,
-                  stroke_width=2.0, margin=10.0, color="black", pen_color="red"):
+                  stroke_width=2.0, margin=10.0, color="black", pen_color="red", size=None,
+                  prefix_length=0, prefix_color=PREFIX_COLOR):
     """Writes an animated GIF of the pen drawing a stroke-3 sketch.
 
     Frame k of F shows the first ceil(k N / F) of the N points, with a dot where the pen
@@ -1508,6 +1636,10 @@ def sketch_to_gif(stroke3, path, frames=None, scale_factor=1.0, duration=40, hol
         duration: ms per frame; hold: ms of the last frame.
         stroke_width, margin: in pixels.
         color, pen_color: matplotlib colours of the strokes and of the pen's dot.
+        size: None draws the sketch at its size (times scale_factor); a number makes the
+            GIF that many pixels square, the sketch scaled to fit.
+        prefix_length, prefix_color: the first prefix_length points are drawn in
+            prefix_color (see ``sketches_to_svg``).
 
     Returns:
         the number of frames written.
@@ -1518,22 +1650,22 @@ def sketch_to_gif(stroke3, path, frames=None, scale_factor=1.0, duration=40, hol
         raise ValueError(f"frames must be at least 1, got {frames}")
     # Pillow merges identical consecutive frames, so each frame must add a point.
     frames = min(100 if frames is None else frames, max(total, 1))
-    grid = _Grid([stroke3], 1, None, scale_factor, margin, 0.0)
+    grid = _Grid([stroke3], 1, None, scale_factor, margin, 0.0, cell_size=size,
+                 prefix_lengths=[prefix_length])
     canvas = _Canvas(grid, stroke_width, color)
-    lines = grid.cells[0][0]
-    # Index of the first point of each stroke, to show the first n points of the sketch.
-    starts = np.cumsum([0] + [len(points) for points in lines])
-    artists = [canvas.line(points[:0]) for points in lines]
+    lines = grid.cells[0][0]  # (points, index of the first one in the sketch, in_prefix)
+    artists = [canvas.line(points[:0], prefix_color if in_prefix else None)
+               for points, _, in_prefix in lines]
     (pen,) = canvas.axes.plot([], [], "o", color=pen_color, markersize=2.5 * canvas.dot_size)
     images = []
     for k in range(1, frames + 1):
         shown = -(-k * total // frames)  # ceil(k N / F) points
-        for artist, points, start in zip(artists, lines, starts):
-            canvas.set_points(artist, points[:max(0, shown - start)])
+        for artist, (points, first, _) in zip(artists, lines):
+            canvas.set_points(artist, points[:max(0, shown - first)])
         if shown:
-            last = shown - 1  # the pen is at this point, of this stroke:
-            stroke = np.searchsorted(starts, last, side="right") - 1
-            pen.set_data(*lines[stroke][last - starts[stroke]].reshape(2, 1))
+            last = shown - 1  # the pen is at this point, of the last piece holding it:
+            points, first, _ = [piece for piece in lines if piece[1] <= last][-1]
+            pen.set_data(*points[last - first].reshape(2, 1))
         images.append(canvas.image())
     durations = [duration] * (len(images) - 1) + [hold]
     encoded = io.BytesIO()

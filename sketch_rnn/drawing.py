@@ -2,8 +2,8 @@
 
 What a trained model needs to draw: encoder and decoder sub-models that share its layers
 (the decoder step calls the decoder cell's own `step`), latent interpolation, and
-`SketchRNNDrawer`, which loads a run folder and samples whole batches of sketches in one
-compiled loop. Stroke formats and pictures (SVG, PNG, GIF) live in utils.py.
+`SketchRNNDrawer`, which loads a run folder, samples whole batches of sketches in one
+compiled loop and completes partial sketches. Stroke formats and pictures (SVG, PNG, GIF) live in utils.py.
 """
 
 import os
@@ -84,7 +84,7 @@ def interpolate(z0, z1, steps, method="slerp"):
 
 
 class SketchRNNDrawer:
-    """A trained Sketch-RNN ready to draw: encode, decode, sample and interpolate sketches.
+    """A trained Sketch-RNN ready to draw: encode, decode, sample, interpolate and complete sketches.
 
     Sketches go in and come out as lists of stroke-3 arrays in the model's units (dx and dy
     divided by `scale_factor`, as the DataLoader and `load_sketches` give them); the drawing
@@ -93,9 +93,12 @@ class SketchRNNDrawer:
     Sampling runs one compiled loop per call over the whole batch (`sample_stroke5`): the
     decoder cell's own `step` (the z part of its input projection computed once), the
     mixture head and `sample_stroke`, until every sketch has drawn its end
-    token or max_seq_len points. Its random draws are made up front with NumPy, one stream
-    per sketch from `seed`, so a seeded call is reproducible and sketch i does not depend on
-    how many others are drawn with it. The loop is traced once; XLA compiles it once per
+    token or max_seq_len points. It starts from a decoder state and a first input point: the
+    initial state and the start token, or (`complete`) the state after a prefix read
+    teacher-forced and the prefix's last point. Its random draws are made up front with
+    NumPy, one stream per sketch from `seed`, so a seeded call is reproducible and sketch i
+    does not depend on how many others are drawn with it (interpolations share one stream
+    instead, so that their frames differ only by z). The loop is traced once; XLA compiles it once per
     batch size (about 0.4 s for 1 sketch, 1.4 s for 100 at default size here), so the first
     call with a new number of sketches is that much slower. The recurrent matmuls are in the
     cell's dtype (`lstm_matmul_dtype`). On JAX the loop is `jax.jit`-compiled.
@@ -151,7 +154,8 @@ class SketchRNNDrawer:
 
     # -- drawing sketches --
 
-    def decode(self, z, temperature=1.0, greedy=False, seed=None, max_steps=None):
+    def decode(self, z, temperature=1.0, greedy=False, seed=None, max_steps=None,
+               shared_noise=False):
         """Draws one sketch per latent vector.
 
         Args:
@@ -160,6 +164,9 @@ class SketchRNNDrawer:
             greedy: take the most likely choices and the means (deterministic).
             seed: seeds the draws; None draws fresh ones.
             max_steps: the most points a sketch may have; max_seq_len by default.
+            shared_noise: every sketch uses the same random draws (those sketch 0 would
+                use), so sketches differ only by their z and temperature; by default each
+                has its own.
 
         Returns:
             list of B stroke-3 arrays (model units), each cut at its end token.
@@ -169,7 +176,8 @@ class SketchRNNDrawer:
         z = np.asarray(z, np.float32)
         if z.ndim != 2 or z.shape[1] != self.hps.z_size:
             raise ValueError(f"z must have shape (B, {self.hps.z_size}), got {z.shape}")
-        _, noise = self._random_draws(len(z), seed, max_steps, with_z=False)
+        _, noise = self._random_draws(len(z), seed, max_steps, with_z=False,
+                                      shared_noise=shared_noise)
         stroke5 = self.sample_stroke5(z, noise, temperature, greedy)
         return [utils.to_stroke3(s) for s in stroke5]
 
@@ -189,7 +197,7 @@ class SketchRNNDrawer:
         return self.decode(self.encode(sketches), temperature, greedy, seed)
 
     def interpolate(self, sketch_a, sketch_b, steps=10, method="slerp", temperature=1.0,
-                    greedy=False, seed=None):
+                    greedy=False, seed=None, shared_noise=True):
         """Decodes `steps` points between the latent vectors of two sketches.
 
         Args:
@@ -197,15 +205,148 @@ class SketchRNNDrawer:
             steps: sketches to draw, the two ends included.
             method: "slerp" or "lerp" (see `interpolate`).
             temperature, greedy, seed: as `decode`.
+            shared_noise: True (the default) draws every frame with the same random draws,
+                so neighbouring frames differ only by z; False gives each its own, as
+                `decode` does by default.
 
         Returns:
             list of `steps` stroke-3 arrays, from sketch_a's end to sketch_b's.
         """
         z0, z1 = self.encode([sketch_a, sketch_b])
-        return self.decode(interpolate(z0, z1, steps, method), temperature, greedy, seed)
+        return self.decode(interpolate(z0, z1, steps, method), temperature, greedy, seed,
+                           shared_noise=shared_noise)
 
-    def _random_draws(self, batch, seed, max_steps, with_z):
-        """Per sketch, its own stream from `seed`: z (if asked) and the sampling noise."""
+    # -- completing a sketch --
+
+    def complete(self, prefix, n=1, temperature=1.0, z="encode", greedy=False, seed=None,
+                 max_steps=None):
+        """Draws n continuations of a partial sketch.
+
+        The decoder reads the start token and the prefix's points teacher-forced, as in
+        training (`prefix_state`), and then draws on from there: the n continuations are
+        drawn in one call of the compiled sampling loop, which starts from that state with
+        the prefix's last point as its first input. Each continuation has its own random
+        draws from `seed`.
+
+        Args:
+            prefix: (K, 3) stroke-3 array in model units (divided by `scale_factor`, as
+                `load_sketches` gives them; divide a drawing in the data's units by it).
+                K may be 0 when z is given or the model is decoder-only.
+            n: continuations to draw.
+            temperature, greedy, seed: as `decode`.
+            z: "encode" (the default): a conditional model draws from the prefix's own
+                latent vector (the posterior mean, `encode([prefix])`) and a decoder-only
+                model from no z; or a latent vector, (Nz,) for all or (n, Nz) one per
+                continuation.
+            max_steps: the most points a continuation may have; by default what is left of
+                max_seq_len after the prefix (at least 1).
+
+        Returns:
+            list of n stroke-3 arrays (model units), each the prefix's K rows followed by
+            its continuation, cut at its end token: `sketch[len(prefix):]` is the
+            continuation alone, whose first point is drawn from the decoder's state after
+            the prefix's last one.
+        """
+        if n < 1:
+            raise ValueError(f"the number of continuations must be at least 1, got {n}")
+        prefix = self._check_prefix(prefix)
+        z = self._completion_z(prefix, z, n)
+        if max_steps is None:
+            max_steps = max(1, self.hps.max_seq_len - len(prefix))
+        _, noise = self._random_draws(n, seed, max_steps, with_z=False)
+        if len(prefix):
+            # Teacher-forced up to the last point, which the loop reads first.
+            state = self._read(prefix[:-1], z, n)
+            point = utils.to_stroke5([prefix[-1:]], 1)[:, 1]  # (1, 5), the last point
+        else:
+            state, point = self._read(prefix, z, n), utils.START_TOKEN[None]
+        stroke5 = self.sample_stroke5(z, noise, temperature, greedy, state=state,
+                                      point=np.repeat(point, n, axis=0))
+        return [np.concatenate([prefix, utils.to_stroke3(s)]) for s in stroke5]
+
+    def prefix_state(self, prefix, z="encode"):
+        """The decoder's state after reading the start token and a prefix, teacher-forced.
+
+        Args:
+            prefix: (K, 3) stroke-3 array in model units.
+            z: as `complete`: "encode", or (Nz,) / (B, Nz) latent vectors.
+
+        Returns:
+            list of (B, n) float32 arrays in the decoder cell's state order (h, c for the
+            LSTM), B = 1 or the number of latent vectors given. The mixture head applied to
+            its first entry, h, gives the distribution of the point after the prefix.
+        """
+        prefix = self._check_prefix(prefix)
+        z = self._completion_z(prefix, z, None)
+        batch = 1 if z is None else len(z)
+        cell = self.model.get_layer("decoder_lstm").cell
+        vector = self._read(prefix, z, batch)
+        return [ops.convert_to_numpy(s) for s in cell.state_from_vector(ops.convert_to_tensor(vector))]
+
+    def _check_prefix(self, prefix):
+        """The prefix as a (K, 3) float32 array, checked: finite, pen 0 or 1, K <= max_seq_len."""
+        prefix = np.asarray(prefix, np.float32)
+        if prefix.ndim != 2 or prefix.shape[1] != 3:
+            raise ValueError(f"prefix must be an (N, 3) stroke-3 array, got shape {prefix.shape}")
+        if not np.all(np.isfinite(prefix)):
+            raise ValueError("prefix holds NaN or infinite values")
+        if not np.all(np.isin(prefix[:, 2], (0.0, 1.0))):
+            raise ValueError("prefix: the pen column (the third) must be 0 or 1")
+        if len(prefix) > self.hps.max_seq_len:
+            raise ValueError(f"prefix has {len(prefix)} points, more than the model's "
+                             f"max_seq_len={self.hps.max_seq_len}")
+        return prefix
+
+    def _completion_z(self, prefix, z, n):
+        """z for `complete`: None (decoder-only), or (n, Nz) (n=None: as many as given, or 1)."""
+        encode = isinstance(z, str)
+        if encode and z != "encode":
+            raise ValueError(f"z must be 'encode' or latent vectors, got {z!r}")
+        if not self.hps.conditional:
+            if not encode and z is not None:
+                _require_conditional(self.model, "draws from no z: leave z='encode'")
+            return None
+        if encode:
+            if not len(prefix):
+                raise ValueError("an empty prefix has nothing to encode: give z")
+            z = self.encode([prefix])
+        z = np.asarray(z, np.float32)
+        if z.ndim == 1:
+            z = z[None]
+        rows = (1, n) if n is not None else (len(z),)
+        if z.ndim != 2 or z.shape[1] != self.hps.z_size or len(z) not in rows:
+            raise ValueError(f"z must have shape ({self.hps.z_size},) or "
+                             f"({n or 'B'}, {self.hps.z_size}), got {z.shape}")
+        return z if n is None else np.broadcast_to(z, (n, self.hps.z_size)).copy()
+
+    def _start_state(self, z, batch):
+        """The decoder's initial state as one (B, sum(state_sizes)) vector (eq. 4; zeros
+        for a decoder-only model), the cell's states side by side."""
+        if self.hps.conditional:
+            return ops.convert_to_numpy(self.model.get_layer("decoder_init")(z))
+        cell = self.model.get_layer("decoder_lstm").cell
+        return np.zeros((batch, sum(cell.state_sizes)), np.float32)
+
+    def _read(self, prefix, z, batch):
+        """The decoder's state, as one (B, sum(state_sizes)) vector, after reading the start
+        token and `prefix` teacher-forced (the decoder layer itself, as training runs it)."""
+        state = self._start_state(z, batch)
+        if not len(prefix):
+            return state
+        decoder = self.model.get_layer("decoder_lstm")
+        inputs = np.repeat(utils.to_stroke5([prefix], len(prefix)), batch, axis=0)  # S0 .. S_K
+        cell = decoder.cell
+        _, *final = decoder(ops.convert_to_tensor(inputs), constant=z,
+                            initial_state=cell.state_from_vector(ops.convert_to_tensor(state)),
+                            training=False)
+        return np.concatenate([ops.convert_to_numpy(s) for s in final], axis=-1)
+
+    def _random_draws(self, batch, seed, max_steps, with_z, shared_noise=False):
+        """Per sketch, its own stream from `seed`: z (if asked) and the sampling noise.
+
+        With `shared_noise`, every sketch gets the noise of sketch 0's stream (its z stays
+        its own).
+        """
         steps = self.hps.max_seq_len if max_steps is None else int(max_steps)
         if steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
@@ -215,11 +356,14 @@ class SketchRNNDrawer:
             rng = np.random.default_rng(stream)
             if with_z:
                 z[b] = rng.standard_normal(self.hps.z_size)
+            if shared_noise and b > 0:
+                noise[:, b] = noise[:, 0]
+                continue
             noise[:, b, :2] = rng.random((steps, 2))
             noise[:, b, 2:] = rng.standard_normal((steps, 2))
         return (z if with_z else None), noise
 
-    def sample_stroke5(self, z, noise, temperature=1.0, greedy=False):
+    def sample_stroke5(self, z, noise, temperature=1.0, greedy=False, state=None, point=None):
         """The compiled sampling loop itself, with the random draws given.
 
         Args:
@@ -228,9 +372,13 @@ class SketchRNNDrawer:
                 takes; T is the most points a sketch may have.
             temperature: tau > 0, scalar or (B,).
             greedy: see `sample_stroke`.
+            state: the decoder's state to start from, (B, sum(state_sizes)), the cell's
+                states side by side; by default its initial state (eq. 4).
+            point: (B, 5) stroke-5, the first point the decoder reads; by default the start
+                token S0. `complete` gives the state after a prefix and its last point.
 
         Returns:
-            (B, S, 5) float32 stroke-5 points without the start token, S <= T the number of
+            (B, S, 5) float32 stroke-5 points drawn after `point`, S <= T the number of
             steps run: the loop stops once every sketch has drawn its end token (p3). Each
             sketch ends at its first p3 row; the rows after it are to be ignored.
         """
@@ -250,9 +398,19 @@ class SketchRNNDrawer:
         if not np.all(temperature > 0):
             raise ValueError(f"temperature must be > 0 (greedy=True is the limit tau -> 0), "
                              f"got {temperature.min()}")
+        cell = self.model.get_layer("decoder_lstm").cell
+        state = self._start_state(z, batch) if state is None else np.asarray(state, np.float32)
+        if state.shape != (batch, sum(cell.state_sizes)):
+            raise ValueError(f"state must have shape ({batch}, {sum(cell.state_sizes)}), "
+                             f"got {state.shape}")
+        point = (np.tile(utils.START_TOKEN, (batch, 1)) if point is None
+                 else np.asarray(point, np.float32))
+        if point.shape != (batch, 5):
+            raise ValueError(f"point must have shape ({batch}, 5), got {point.shape}")
         if self._sampling_loop is None:
             self._sampling_loop = self._compile_sampling_loop()
-        strokes, steps_run = self._sampling_loop(z, noise, temperature, np.bool_(greedy))
+        strokes, steps_run = self._sampling_loop(z, state, point, noise, temperature,
+                                                 np.bool_(greedy))
         strokes = ops.convert_to_numpy(strokes)[:int(steps_run)]  # (S, B, 5)
         return np.transpose(strokes, (1, 0, 2))
 
@@ -262,16 +420,12 @@ class SketchRNNDrawer:
         cell = self.model.get_layer("decoder_lstm").cell
         head = self.model.get_layer("mixture_head")
 
-        def loop(z, noise, temperature, greedy):
+        def loop(z, state, point, noise, temperature, greedy):
             steps, batch = ops.shape(noise)[0], ops.shape(noise)[1]
             weights = cell.step_weights()  # e.g. bf16 kernels, cast once
             # z's share of the input projection, and the biases, are the same every step.
             constant = cell.constant_projection(z if hps.conditional else None)
-            if hps.conditional:
-                state = _initial_state(self.model, z)
-            else:
-                state = cell.initial_state(batch)
-            point = ops.broadcast_to(ops.convert_to_tensor(utils.START_TOKEN), (batch, 5))
+            state = cell.state_from_vector(state)
 
             def unfinished(t, point, state, strokes, done):
                 return ops.logical_and(t < steps, ops.logical_not(ops.all(done)))
@@ -289,7 +443,8 @@ class SketchRNNDrawer:
             return strokes, t
 
         z_size = hps.z_size if hps.conditional else 0
-        signature = [((None, z_size), "float32"), ((None, None, 4), "float32"),
+        signature = [((None, z_size), "float32"), ((None, sum(cell.state_sizes)), "float32"),
+                     ((None, 5), "float32"), ((None, None, 4), "float32"),
                      ((None,), "float32"), ((), "bool")]
         return backend.compile_function(loop, signature, self.jit_compile)
 

@@ -116,3 +116,39 @@ def test_real_sketches_draw(shared_datasets, tmp_path):
     strokes = sum(len(utils.stroke_lines(s)) for s in test)
     assert len(ET.fromstring(svg).findall(f".//{SVG}path")) == strokes
     assert utils.sketch_to_gif(test[0], tmp_path / "sheep.gif", frames=10) == 10
+
+
+def test_a_prefix_is_drawn_in_its_own_colour(tmp_path):
+    # The prefix ends inside the first stroke: that stroke is cut there, and its rest, drawn
+    # in the other colour, starts at the prefix's last point.
+    root = ET.fromstring(utils.sketches_to_svg([SKETCH, SKETCH], prefix_lengths=[2, 3],
+                                               color="black", prefix_color="blue"))
+    paths = root.findall(f".//{SVG}path")
+    assert [p.get("stroke") for p in paths] == ["blue", "black", "black", "blue", "black"]
+    first, rest = path_points(paths[0]), path_points(paths[1])
+    np.testing.assert_allclose(np.diff(first, axis=0), [[10, 0]])  # points 1 and 2
+    np.testing.assert_allclose(rest[0], first[-1])
+    np.testing.assert_allclose(np.diff(rest, axis=0), [[0, 10]])  # on to point 3
+    np.testing.assert_allclose(np.diff(path_points(paths[3]), axis=0), [[10, 0], [0, 10]])
+    with pytest.raises(ValueError, match="1 prefix lengths for 2 sketches"):
+        utils.sketches_to_svg([SKETCH, SKETCH], prefix_lengths=[2])
+
+    def colours(image):
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
+        blue = (pixels[:, 2] > 150) & (pixels[:, 0] < 100)
+        black = pixels.sum(axis=1) < 150
+        return int(blue.sum()), int(black.sum())
+
+    utils.sketches_to_png([SKETCH], tmp_path / "two.png", scale_factor=3.0, prefix_lengths=[2],
+                          prefix_color="blue")
+    blue, black = colours(Image.open(tmp_path / "two.png"))
+    assert blue > 20 and black > 20
+    gif = tmp_path / "two.gif"
+    assert utils.sketch_to_gif(SKETCH, gif, frames=4, size=90, prefix_length=2,
+                               prefix_color="blue") == 4
+    image = Image.open(gif)
+    assert image.size == (90, 90)
+    image.seek(1)  # two points: the prefix, in its colour only
+    assert colours(image)[0] > 5 and colours(image)[1] == 0
+    image.seek(3)
+    assert colours(image)[1] > 5

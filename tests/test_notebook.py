@@ -1,6 +1,7 @@
 """Sketch_RNN_Keras.ipynb runs top to bottom: on the shipped model, and on a two-set run."""
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -52,6 +53,17 @@ def test_notebook_runs_on_the_shipped_model(shared_datasets):
     assert any("image/gif" in output.get("data", {}) for output in gif)
     latent = outputs_of(notebook, "principal")
     assert "trained on one data set" in "".join(output.get("text", "") for output in latent)
+    completions = outputs_of(notebook, "drawer.complete(")
+    assert sum("image/svg+xml" in output.get("data", {}) for output in completions) == 2
+    # Keras prints summaries as rich display data: the text of each model's table.
+    sub_models = "".join(output.get("text", "") + output.get("data", {}).get("text/plain", "")
+                         for output in outputs_of(notebook, "encoder_model(model)"))
+    for name in ('Model: "encoder"', 'Model: "decoder"', 'Model: "decoder_step"', "shared:"):
+        assert name in sub_models, sub_models
+    # No TensorFlow C++ log lines ("I0000 00:00:1796056402.551503 30563 port.cc:153] oneDNN ...").
+    streams = "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                      for output in cell.outputs if output.get("name") == "stderr")
+    assert not re.search(r"^[IWEF]\d{4} |oneDNN|cudart", streams, flags=re.M), streams
 
 
 @pytest.mark.slow

@@ -99,14 +99,20 @@ def test_decoder_sub_models_match_the_teacher_forced_full_model(conditional, cel
         np.testing.assert_allclose(params[:, 0], expected[:, t], atol=1e-5, err_msg=f"step {t}")
 
 
-def reference_sample(drawer, z, noise, temperature, greedy):
-    """The official sample(), batched over sketches, with the decoder_step sub-model and NumPy."""
+def reference_sample(drawer, z, noise, temperature, greedy, state=None, point=None):
+    """The official sample(), batched over sketches, with the decoder_step sub-model and NumPy.
+
+    It starts from the decoder's initial state reading the start token, or from `state` (a
+    list in the cell's order) reading `point` (B, 5).
+    """
     hps = drawer.hps
     m = hps.num_mixture
     steps, batch, _ = noise.shape
     temperature = np.broadcast_to(np.asarray(temperature, np.float64), (batch,))
-    state = initial_state(drawer, z, batch)
-    point = np.tile(np.array([0, 0, 1, 0, 0], np.float32), (batch, 1))
+    if state is None:
+        state = initial_state(drawer, z, batch)
+    if point is None:
+        point = np.tile(np.array([0, 0, 1, 0, 0], np.float32), (batch, 1))
     out = np.zeros((batch, steps, 5), np.float32)
     ended = np.zeros(batch, bool)
 
@@ -296,6 +302,25 @@ def test_interpolation():
         interpolate(z0, z1, 3, "cubic")
 
 
+def test_interpolation_frames_share_one_noise_stream():
+    drawer = SketchRNNDrawer(tiny_model(seed=15))
+    sketch = random_sketches(np.random.default_rng(3), 1, drawer.hps.max_seq_len)[0]
+    # From a sketch to itself every frame has the same z: with one noise stream for all
+    # frames (the default) they are the same drawing; each with its own, they differ.
+    shared = drawer.interpolate(sketch, sketch, steps=4, temperature=1.0, seed=2)
+    independent = drawer.interpolate(sketch, sketch, steps=4, temperature=1.0, seed=2,
+                                     shared_noise=False)
+    for frame in shared[1:]:
+        np.testing.assert_array_equal(frame, shared[0])
+    assert len({frame.tobytes() for frame in independent}) > 1
+    np.testing.assert_array_equal(independent[0], shared[0])  # the shared stream is frame 0's
+
+    _, noise = drawer._random_draws(5, 2, None, with_z=False, shared_noise=True)
+    first = next(_noise_of(drawer, 2, 1))  # stream 0, as decode() draws it
+    for b in range(5):
+        np.testing.assert_array_equal(noise[:, b], first)
+
+
 def test_unconditional_model_samples_without_z():
     drawer = SketchRNNDrawer(tiny_model("conditional=False", seed=9))
     assert drawer.encoder is None
@@ -370,20 +395,27 @@ def test_sampling_command_writes_pictures(tmp_path, shared_datasets, capsys):
     common = [f"--run_dir={run}", f"--output_dir={out}", f"--data_dir={shared_datasets}", "--seed=3"]
 
     assert seq2seqVAE_sample.main(common + ["--count=5"]) == 0
-    first = (out / "sample.svg").read_text()
+    first = (out / "sample-t0.50-s3.svg").read_text()
     assert ET.fromstring(first).tag == "{http://www.w3.org/2000/svg}svg"
-    assert seq2seqVAE_sample.main(common + ["--count=5"]) == 0
-    assert (out / "sample.svg").read_text() == first  # seeded: the same drawing
+    capsys.readouterr()
+    assert seq2seqVAE_sample.main(common + ["--count=5"]) == 2  # nothing overwritten
+    assert capsys.readouterr().err.strip() == (
+        f"error: {out / 'sample-t0.50-s3.svg'} exists; pass --force to overwrite it, or another "
+        "--seed, --temperature or --output_dir")
+    assert seq2seqVAE_sample.main(common + ["--count=5", "--force"]) == 0
+    assert (out / "sample-t0.50-s3.svg").read_text() == first  # seeded: the same drawing
 
-    assert seq2seqVAE_sample.main(common + ["--mode=reconstruct", "--count=3", "--format=png"]) == 0
-    assert Image.open(out / "reconstruct.png").format == "PNG"
+    assert seq2seqVAE_sample.main(common + ["--mode=reconstruct", "--count=3", "--format=png",
+                                            "--temperature=0.25"]) == 0
+    assert Image.open(out / "reconstruct-t0.25-s3.png").format == "PNG"
 
     assert seq2seqVAE_sample.main(common + ["--mode=interpolate", "--indices=2,5", "--count=4",
-                                            "--format=gif"]) == 0
-    assert sorted(p.name for p in out.glob("interpolate-*.gif")) == [
-        f"interpolate-00{i}.gif" for i in range(4)]
+                                            "--format=gif", "--gif_size=64", "--greedy"]) == 0
+    gifs = sorted(out.glob("interpolate-*.gif"))
+    assert [p.name for p in gifs] == [f"interpolate-greedy-s3-00{i}.gif" for i in range(4)]
+    assert Image.open(gifs[0]).size == (64, 64)
     assert seq2seqVAE_sample.main(common + ["--mode=interpolate", "--indices=2,5", "--count=4"]) == 0
-    texts = ET.parse(out / "interpolate.svg").getroot().iter("{http://www.w3.org/2000/svg}text")
+    texts = ET.parse(out / "interpolate-t0.50-s3.svg").getroot().iter("{http://www.w3.org/2000/svg}text")
     assert [t.text for t in texts] == ["test 2", "0.00", "0.33", "0.67", "1.00", "test 5"]
 
     capsys.readouterr()

@@ -172,4 +172,4 @@ def test_other_cells_train_resume_and_draw_through_the_commands(shared_datasets,
         drawn = subprocess.run(command + [f"--mode={mode}", "--count=3", "--format=png"],
                                capture_output=True, text=True, timeout=600, cwd=REPO)
         assert drawn.returncode == 0, drawn.stderr[-3000:]
-        assert (pictures / f"{mode}.png").stat().st_size > 1000
+        assert (pictures / f"{mode}-t0.50-s1.png").stat().st_size > 1000
