@@ -163,11 +163,12 @@ def test_merged_files_get_one_list_of_classes(tmp_path):
              train_labels=np.array([1, 0]), valid_labels=np.array([0, 0]),
              test_labels=np.array([1, 1]), classes=np.array(["pig", "owl"]))
     write_lengths(tmp_path, [3, 3], [3], [3], name="plain")  # no labels: one class, its name
-    strokes, labels, classes = utils.load_labelled_strokes(tmp_path, "labelled,more,plain",
+    write_lengths(tmp_path, [4], [4], [4], name="mycats", classes=np.array(["cat"]))  # named
+    strokes, labels, classes = utils.load_labelled_strokes(tmp_path, "labelled,more,plain,mycats",
                                                            download=False)
     assert classes == ["cat", "pig", "owl", "plain"]
-    np.testing.assert_array_equal(labels["train"], [0, 1, 1, 0, 1, 2, 1, 3, 3])
-    np.testing.assert_array_equal(labels["test"], [0, 0, 1, 2, 2, 3])
+    np.testing.assert_array_equal(labels["train"], [0, 1, 1, 0, 1, 2, 1, 3, 3, 0])
+    np.testing.assert_array_equal(labels["test"], [0, 0, 1, 2, 2, 3, 0])
     assert [len(labels[s]) for s in utils.SPLITS] == [len(strokes[s]) for s in utils.SPLITS]
 
 
