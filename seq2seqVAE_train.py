@@ -17,6 +17,7 @@ logs/tensorboard/ and, at the end, test_losses.json.
 """
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import signal
@@ -106,6 +107,9 @@ def prepare(args):
                              "in --experiment_dir")
         stored_hps, stored = load_config(experiment_dir)
         hps = HParams.parse(args.hparams, base=stored_hps)
+        if hps.max_seq_len != stored_hps.max_seq_len and hps.max_seq_len == stored_cap(stored):
+            # The command that started the run named its cap; the run keeps the length it found.
+            hps = dataclasses.replace(hps, max_seq_len=stored_hps.max_seq_len)
         check_same_model(stored_hps, hps, config_path)
         checkpoint, initial_epoch = find_checkpoint(args.checkpoint, args.initial_epoch)
         scale_factor, data_sets = stored_data_settings(stored, config_path)
@@ -127,6 +131,12 @@ def prepare(args):
 
     train_strokes, valid_strokes, test_strokes = utils.load_strokes(
         args.data_dir, ",".join(data_sets), base_url=args.base_url)
+    cap = hps.max_seq_len
+    if checkpoint is None:
+        # Pad to the longest sketch kept, as the official code pads to the data's longest
+        # (stored in model_config.json; a resumed run keeps its stored length).
+        hps = dataclasses.replace(hps, max_seq_len=utils.longest_sketch(
+            (train_strokes, valid_strokes, test_strokes), cap) or cap)
     loaders = {}
     for name, strokes in (("train", train_strokes), ("valid", valid_strokes), ("test", test_strokes)):
         loaders[name] = utils.DataLoader(
@@ -134,8 +144,15 @@ def prepare(args):
             random_scale_factor=hps.random_scale_factor if name == "train" else 0.0,
             augment_stroke_prob=hps.augment_stroke_prob if name == "train" else 0.0, name=name)
         if len(loaders[name]) == 0:
-            raise ValueError(f"--data_set: every {name} sketch of {','.join(data_sets)} is longer than "
-                             f"max_seq_len={hps.max_seq_len}; raise it with --hparams=max_seq_len=N")
+            limit = (f"max_seq_len={cap}; raise it with --hparams=max_seq_len=N" if checkpoint is None
+                     else f"max_seq_len={hps.max_seq_len}, the length of the run in {config_path}")
+            raise ValueError(f"--data_set: every {name} sketch of {','.join(data_sets)} is longer "
+                             f"than {limit}")
+    if checkpoint is None:
+        print(f"max_seq_len={hps.max_seq_len}: the longest sketch of {','.join(data_sets)} "
+              f"(train, valid and test) of at most {cap} points; batches are padded to it")
+    else:
+        print(f"max_seq_len={hps.max_seq_len}: the run's, from {config_path}")
     if scale_factor is None:
         scale_factor = float(loaders["train"].calculate_normalizing_scale_factor())
     for loader in loaders.values():
@@ -144,10 +161,12 @@ def prepare(args):
         raise ValueError(f"--hparams: batch_size={hps.batch_size} is larger than the "
                          f"{len(loaders['train'])} training sketches")
     return dict(hps=hps, loaders=loaders, scale_factor=scale_factor, data_sets=data_sets,
-                experiment_dir=experiment_dir, checkpoint=checkpoint, initial_epoch=initial_epoch)
+                experiment_dir=experiment_dir, checkpoint=checkpoint, initial_epoch=initial_epoch,
+                max_seq_len_cap=cap)
 
 
-def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoint, initial_epoch):
+def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoint, initial_epoch,
+          max_seq_len_cap):
     """Builds the model, trains with checkpoints, then evaluates on the test split."""
     import keras
 
@@ -163,7 +182,8 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
         config = {
             "hparams": hps.to_dict(),
             "scale_factor": scale_factor,
-            "max_seq_len": hps.max_seq_len,
+            "max_seq_len": hps.max_seq_len,  # the length found in the data, as hparams holds it
+            "max_seq_len_cap": max_seq_len_cap,  # the hparam as given: the most it could be
             "data_set": data_sets,
             "num_sketches": {name: len(loader) for name, loader in loaders.items()},
             "keras_version": keras.__version__,
@@ -276,6 +296,12 @@ def stored_data_settings(stored, config_path):
 
     scale_factor = utils.check_scale_factor(stored.get("scale_factor"), config_path)
     return scale_factor, utils.check_data_set_names(stored.get("data_set"), None, config_path)
+
+
+def stored_cap(stored):
+    """The max_seq_len a stored run was started with (its cap), or None in older configs."""
+    cap = stored.get("max_seq_len_cap")
+    return cap if type(cap) is int else None
 
 
 def has_checkpoints(experiment_dir):

@@ -1194,8 +1194,31 @@ def _find_data_file(name, data_dir, base_url, download):
     return download_dataset(stem, data_dir, base_url)
 
 
+def _load_data_sets(data_dir, data_set, base_url, download):
+    """Yields (name, path, arrays) for each name of ``data_set``, its three splits checked."""
+    names = [name.strip() for name in str(data_set).split(",")]
+    if not all(names):
+        raise ValueError(f"data set list {data_set!r} holds an empty name")
+    for name in names:
+        path = _find_data_file(name, data_dir, base_url, download)
+        arrays = load_npz(path)
+        for split in SPLITS:
+            if split not in arrays:
+                raise ValueError(
+                    f"{path} has no key '{split}': a Sketch-RNN .npz holds 'train', "
+                    f"'valid' and 'test' (found {', '.join(sorted(arrays))})"
+                )
+            validate_sketches(arrays[split], f"{path} key '{split}'")
+        counts = "/".join(str(len(arrays[split])) for split in SPLITS)
+        print(f"loaded {counts} train/valid/test sketches from {path}")
+        yield name.removesuffix(".npz"), path, arrays
+
+
 def load_strokes(data_dir, data_set, base_url=None, download=True):
     """Loads one or more data sets and merges their splits as the official code does.
+
+    Keys other than the three splits (``train_labels``, ``classes``...) are not read: see
+    ``load_labelled_strokes`` for the labels.
 
     Args:
         data_dir: folder holding ``<name>.npz`` files (downloads are saved here too).
@@ -1214,24 +1237,103 @@ def load_strokes(data_dir, data_set, base_url=None, download=True):
         ValueError: for an unknown name, a missing key or invalid sketches.
         DownloadError: if a download fails.
     """
-    names = [name.strip() for name in str(data_set).split(",")]
-    if not all(names):
-        raise ValueError(f"data set list {data_set!r} holds an empty name")
     merged = {split: [] for split in SPLITS}
-    for name in names:
-        path = _find_data_file(name, data_dir, base_url, download)
-        arrays = load_npz(path)
+    for _, _, arrays in _load_data_sets(data_dir, data_set, base_url, download):
         for split in SPLITS:
-            if split not in arrays:
-                raise ValueError(
-                    f"{path} has no key '{split}': a Sketch-RNN .npz holds 'train', "
-                    f"'valid' and 'test' (found {', '.join(sorted(arrays))})"
-                )
-            validate_sketches(arrays[split], f"{path} key '{split}'")
             merged[split].extend(np.asarray(s, dtype=np.float32) for s in arrays[split])
-        counts = "/".join(str(len(arrays[split])) for split in SPLITS)
-        print(f"loaded {counts} train/valid/test sketches from {path}")
     return merged["train"], merged["valid"], merged["test"]
+
+
+def load_labelled_strokes(data_dir, data_set, base_url=None, download=True):
+    """``load_strokes`` with a class label for every sketch.
+
+    A file's labels are its ``train_labels``, ``valid_labels`` and ``test_labels`` keys
+    (integer arrays, one label per sketch of the split) naming entries of its ``classes``
+    key (a string array; without it class k is named ``<data set>:<k>``). A file without
+    label keys is one class: the single name of its ``classes`` if it holds one, else the
+    data set's name, so that merging ``cat,guitar`` labels cats 0 and guitars 1. Classes of
+    several files are merged by name, in the order they first appear.
+
+    Args: as ``load_strokes``.
+
+    Returns:
+        (strokes, labels, classes): ``strokes[split]`` is the list ``load_strokes`` gives
+        for that split, ``labels[split]`` an int64 array of the same length, indices into
+        ``classes``, the list of class names.
+
+    Raises:
+        ValueError: as ``load_strokes``, and for label keys that do not fit their split
+            or their ``classes``, naming the file and key.
+    """
+    strokes = {split: [] for split in SPLITS}
+    labels = {split: [] for split in SPLITS}
+    classes = []
+    for name, path, arrays in _load_data_sets(data_dir, data_set, base_url, download):
+        names, file_labels = _file_labels(name, path, arrays)
+        for class_name in names:
+            if class_name not in classes:
+                classes.append(class_name)
+        merged_index = np.array([classes.index(class_name) for class_name in names], np.int64)
+        for split in SPLITS:
+            strokes[split].extend(np.asarray(s, dtype=np.float32) for s in arrays[split])
+            labels[split].append(merged_index[file_labels[split]])
+    return strokes, {split: np.concatenate(labels[split]) for split in SPLITS}, classes
+
+
+def _file_labels(name, path, arrays):
+    """One file's class names and its label array per split, checked against each other."""
+    names = None
+    if "classes" in arrays:
+        found = arrays["classes"]
+        if found.ndim != 1 or found.dtype.kind not in "US" or len(found) == 0:
+            raise ValueError(f"{path} key 'classes' must be a 1-D array of class names "
+                             f"(strings), got {found.dtype} of shape {found.shape}")
+        names = [str(c) if found.dtype.kind == "U" else c.decode("utf-8", "replace") for c in found]
+        repeated = sorted({c for c in names if names.count(c) > 1})
+        if repeated:
+            raise ValueError(f"{path} key 'classes' names {repeated[0]!r} more than once")
+    keys = [f"{split}_labels" for split in SPLITS]
+    if not any(key in arrays for key in keys):
+        names = names if names is not None and len(names) == 1 else [name]
+        return names, {split: np.zeros(len(arrays[split]), np.int64) for split in SPLITS}
+    file_labels = {}
+    for split, key in zip(SPLITS, keys):
+        if key not in arrays:
+            raise ValueError(f"{path} has no key '{key}': a file with labels has "
+                             f"{', '.join(keys)}")
+        found = arrays[key]
+        if found.ndim != 1 or found.dtype.kind not in "iu" or len(found) != len(arrays[split]):
+            raise ValueError(f"{path} key '{key}' must be a 1-D integer array of "
+                             f"{len(arrays[split])} labels, one per sketch of '{split}', "
+                             f"got {found.dtype} of shape {found.shape}")
+        if found.min() < 0:
+            raise ValueError(f"{path} key '{key}' holds the label {found.min()}, expected >= 0")
+        file_labels[split] = found.astype(np.int64)
+    top = max(int(labels.max()) for labels in file_labels.values())
+    if names is None:
+        names = [f"{name}:{k}" for k in range(top + 1)]
+    elif top >= len(names):
+        key = next(k for k, s in zip(keys, SPLITS) if file_labels[s].max() == top)
+        raise ValueError(f"{path} key '{key}' holds the label {top}, but 'classes' names "
+                         f"only {len(names)} classes")
+    return names, file_labels
+
+
+def longest_sketch(splits, cap):
+    """The number of points of the longest sketch of at most ``cap`` points in ``splits``.
+
+    The official code pads every batch to the longest sketch of train, valid and test
+    together; the training command does the same over the sketches it keeps (``DataLoader``
+    drops those longer than ``cap``, the max_seq_len hparam).
+
+    Args:
+        splits: sequences of stroke-3 sketches.
+        cap: the most points a sketch may have.
+
+    Returns:
+        int, 0 if no sketch has at most ``cap`` points.
+    """
+    return max((len(s) for split in splits for s in split if len(s) <= cap), default=0)
 
 
 class DataLoader:
@@ -1250,6 +1352,8 @@ class DataLoader:
         augment_stroke_prob: augmentation drop probability, see ``augment_strokes``.
         limit: absolute values above it are clamped, as in the official code.
         name: split name used in messages.
+        labels: optional, one label per sketch of ``strokes`` (as ``load_labelled_strokes``
+            gives); ``self.labels`` keeps those of the sketches kept, in their order.
     """
 
     def __init__(
@@ -1262,6 +1366,7 @@ class DataLoader:
         augment_stroke_prob=0.0,
         limit=1000,
         name="train",
+        labels=None,
     ):
         if batch_size < 1:
             raise ValueError(f"{name}: batch_size must be at least 1, got {batch_size}")
@@ -1276,17 +1381,22 @@ class DataLoader:
         self.augment_stroke_prob = augment_stroke_prob
         self.limit = limit
         self.name = name
-        self.preprocess(strokes)
+        self.preprocess(strokes, labels)
 
-    def preprocess(self, strokes):
-        """Keeps sketches of at most max_seq_len points, clamps and scales them."""
+    def preprocess(self, strokes, labels=None):
+        """Keeps sketches of at most max_seq_len points (and their labels), clamps and scales them."""
+        if labels is not None and len(labels) != len(strokes):
+            raise ValueError(f"{self.name}: got {len(labels)} labels for {len(strokes)} sketches")
         self.strokes = []
-        for sketch in strokes:
+        kept = []
+        for index, sketch in enumerate(strokes):
             if len(sketch) > self.max_seq_len:
                 continue
             sketch = np.clip(sketch, -self.limit, self.limit).astype(np.float32)
             sketch[:, 0:2] /= self.scale_factor
             self.strokes.append(sketch)
+            kept.append(index)
+        self.labels = None if labels is None else np.asarray(labels)[np.array(kept, np.int64)]
         self.num_dropped = len(strokes) - len(self.strokes)
         self.lengths = np.array([len(s) for s in self.strokes], dtype=np.int64)
         print(

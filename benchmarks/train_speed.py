@@ -4,7 +4,7 @@ Usage:
     python benchmarks/train_speed.py [--json] [--steps 0] [--padded_steps 10]
         [--lever k=v,...] [--cells lstm,layer_norm,hyper] [--skip_baseline] [--no_sampling]
         [--official official_lstm.txt ...] [--before /tmp/before]
-        [--reference official=3.26] [--data ../shared/datasets/aaron_sheep.npz]
+        [--reference official=3.26] [--data ../shared/datasets/aaron_sheep.npz] [--data_length]
 
 Prints, for the default hparams (batch 100, enc 256, dec 512, z 128, M 20) and for a plain
 baseline of the same model (every batch padded to max_seq_len, autodiff LSTM, fp32, no XLA):
@@ -15,6 +15,9 @@ batches differ in length; the mean length is printed), padded ones over --padded
 `--lever k=v` adds a configuration (hparam overrides of the defaults), so each optimisation
 shows as a ratio; `--cells lstm,layer_norm,hyper` adds one configuration per cell type, its
 encoder and decoder both of that type (enc_model = dec_model; the lstm one is the defaults).
+Every configuration pads to its own max_seq_len: the defaults to 250, as the official code's
+placeholder; `--data_length` adds the defaults padded to the longest sketch of the data set's
+train, valid and test splits (at most 250), the length the training command pads to.
 
 Comparisons, each printed as a ratio and as a column of the closing table:
 `--official FILE` reads the output of `official_reference.py --json` (one file per cell type)
@@ -221,13 +224,22 @@ def main(argv=None):
                         help="do not time the plain baseline (padded, autodiff LSTM, fp32)")
     parser.add_argument("--no_sampling", action="store_true",
                         help="do not run the sampling benchmark (benchmarks/sampling_speed.py)")
+    parser.add_argument("--data_length", action="store_true",
+                        help="add the defaults padded to the data's longest sketch (at most 250), "
+                             "as the training command pads, beside the defaults padded to 250")
     parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = parser.parse_args(argv)
 
+    import utils
     from seq2seqVAE import HParams
     from sketch_rnn.hparams import CELL_NAMES
 
+    train, valid, test = utils.load_strokes(os.path.dirname(args.data),
+                                            os.path.basename(args.data)[:-len(".npz")], download=False)
     configs = [("default", "")]
+    if args.data_length:
+        longest = utils.longest_sketch((train, valid, test), HParams().max_seq_len)
+        configs.append(("data length", f"max_seq_len={longest}"))
     if not args.skip_baseline:
         configs.append(("baseline", BASELINE))
     for cell in filter(None, (c.strip() for c in args.cells.split(","))):
@@ -253,13 +265,17 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    import utils
-
-    train, _, _ = utils.load_strokes(os.path.dirname(args.data),
-                                     os.path.basename(args.data)[:-len(".npz")], download=False)
     hps = HParams()
-    loader = utils.DataLoader(train, batch_size=hps.batch_size, max_seq_len=hps.max_seq_len)
-    loader.normalize()
+    scale_factor = utils.DataLoader(train, max_seq_len=hps.max_seq_len).calculate_normalizing_scale_factor()
+    loaders = {}
+
+    def loader_for(config):
+        """The training sketches for the configuration's max_seq_len, scaled by one factor."""
+        if config.max_seq_len not in loaders:
+            loaders[config.max_seq_len] = utils.DataLoader(
+                train, batch_size=config.batch_size, max_seq_len=config.max_seq_len,
+                scale_factor=scale_factor)
+        return loaders[config.max_seq_len]
 
     peaks = {
         "fp32_square": matmul_peak(tf.float32, 4096, 4096, 4096),
@@ -304,13 +320,14 @@ def main(argv=None):
         compare("before", results["before"])
     for name, (overrides, config) in parsed.items():
         steps = args.steps if config.bucket_batches > 0 else args.padded_steps
-        seconds, flops, mean_length, engines = time_training(config, loader, steps)
+        seconds, flops, mean_length, engines = time_training(config, loader_for(config), steps)
         results[name] = {
             "s_per_step": seconds,
             "sketches_per_s": config.batch_size / seconds,
             "gflops": flops / seconds / 1e9,
             "real_gflop_per_step": flops / 1e9,
             "mean_batch_length": mean_length,
+            "max_seq_len": config.max_seq_len,
             "enc_model": config.enc_model,
             "dec_model": config.dec_model,
             "overrides": overrides,

@@ -22,7 +22,11 @@ class HParams:
     """
 
     # Data.
-    max_seq_len: int = 250  # Sketches longer than this are dropped; batches are padded to it.
+    max_seq_len: int = 250  # Sketches longer than this are dropped. A new training run then
+    # sets it to the longest sketch kept (train, valid and test together), pads batches to
+    # that and stores it in model_config.json, which resuming and drawing reuse. The official
+    # code pads to the longest sketch of the data with no cap; here 250, or the value given,
+    # is the cap, so a default and an explicit max_seq_len mean the same thing.
     # Model.
     enc_rnn_size: int = 256  # Size of the encoder's LSTM (each direction).
     dec_rnn_size: int = 512  # Size of the decoder's LSTM.
