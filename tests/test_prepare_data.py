@@ -635,5 +635,5 @@ def test_convert_train_and_draw(shared_datasets, tmp_path):
         [sys.executable, "seq2seqVAE_sample.py", f"--run_dir={run_dir}", "--count=2",
          "--seed=0"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert draw.returncode == 0, draw.stderr[-3000:]
-    svg = run_dir / "drawings" / "sample.svg"
+    svg = run_dir / "drawings" / "sample-t0.50-s0.svg"  # the sampler names mode, temperature, seed
     assert svg.read_text().lstrip().startswith(("<?xml", "<svg"))
