@@ -224,10 +224,12 @@ class TensorBoardDrawings(keras.callbacks.Callback):
         """{name: Pillow image} of the model as it is now."""
         from sketch_rnn.drawing import SketchRNNDrawer
 
-        # Without XLA: compiling costs more than it saves on a dozen sketches, and JAX's
-        # jit would keep the weights it was compiled with.
-        if self.drawer is None:
-            self.drawer = SketchRNNDrawer(self.model, jit_compile=False)
+        # TensorFlow's sampling loop, traced once without XLA (compiling costs more than it
+        # saves on a dozen sketches), reads the weights when it runs. JAX's loop runs only
+        # under jax.jit, which keeps the weights it compiled with: a new drawer each epoch.
+        on_tensorflow = keras.backend.backend() == "tensorflow"
+        if self.drawer is None or not on_tensorflow:
+            self.drawer = SketchRNNDrawer(self.model, jit_compile=not on_tensorflow)
         grid = dict(columns=self.count, cell_size=self.cell_size)
         images = {"samples": utils.sketches_to_image(
             self.drawer.sample(self.count, self.temperature, seed=self.seed), **grid)}
