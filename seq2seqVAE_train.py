@@ -257,10 +257,10 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
     if checkpointer.stopped_on_nan:
         return 1
 
-    return test(model, hps, loaders["test"], checkpoint_dir, experiment_dir)
+    return evaluate_test_split(model, hps, loaders["test"], checkpoint_dir, experiment_dir)
 
 
-def test(model, hps, loader, checkpoint_dir, experiment_dir):
+def evaluate_test_split(model, hps, loader, checkpoint_dir, experiment_dir):
     """Evaluates the best weights (by validation loss) on the test split; writes test_losses.json.
 
     The loss uses the final KL weight, hps.kl_weight, so that runs compare whatever step

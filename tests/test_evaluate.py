@@ -93,8 +93,8 @@ def test_the_final_test_loads_the_best_weights(tiny_run, shared_datasets, tmp_pa
     loader = utils.DataLoader(utils.load_strokes(str(shared_datasets), "aaron_sheep")[2],
                               batch_size=hps.batch_size, max_seq_len=hps.max_seq_len, name="test")
     loader.normalize(config["scale_factor"])
-    assert seq2seqVAE_train.test(untrained, hps, loader, str(tmp_path / "checkpoints"),
-                                 str(tmp_path)) == 0
+    assert seq2seqVAE_train.evaluate_test_split(
+        untrained, hps, loader, str(tmp_path / "checkpoints"), str(tmp_path)) == 0
     assert "weights: checkpoints/best.weights.h5" in capsys.readouterr().out
     written = json.loads((tmp_path / "test_losses.json").read_text())
     recorded = json.loads((run_dir / "test_losses.json").read_text())
