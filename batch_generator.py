@@ -119,3 +119,22 @@ class SketchBatches(keras.utils.PyDataset):
             x = x[:, : int(lengths.max()) + 1]
         y = x[:, 1:, :].copy()  # (B, T, 5)
         return x, y
+
+
+def evaluation_batches(loader, batch_size):
+    """The batches that validation and test evaluate: every sketch once, in a fixed order.
+
+    Evaluation masks every loss term after a sketch's end, so sorting the sketches by
+    length and cutting each batch after its longest sketch changes its figures not at all,
+    only its speed. JAX compiles the model once per batch shape: there every batch keeps
+    the full length, in the loader's order. Training's validation, its final test and
+    evaluate.py all batch this way, so that the z noise (see `callbacks.FixedEvaluationNoise`)
+    falls on the same sketches and the same weights give the same figures.
+
+    Args:
+        loader: `utils.DataLoader` of the split.
+        batch_size: sketches per batch (the run's); the last batch may be smaller.
+    """
+    trim = keras.backend.backend() != "jax"
+    return SketchBatches(loader, batch_size, shuffle=False, drop_remainder=False,
+                         bucket_batches=len(loader) if trim else 0, trim=trim)

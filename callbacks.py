@@ -1,4 +1,5 @@
-"""Training callbacks: KL annealing, learning-rate decay, atomic checkpoints.
+"""Training callbacks: KL annealing, learning-rate decay, atomic checkpoints, evaluation,
+pictures in TensorBoard.
 
 Both schedules are functions of the global step (the optimizer's `iterations`, which every
 checkpoint stores), so a resumed run continues them exactly with no counter to restore.
@@ -14,6 +15,10 @@ import keras
 import numpy as np
 
 import utils
+from batch_generator import evaluation_batches
+
+# Seeds the z noise of every evaluation: validation, the final test and evaluate.py.
+EVALUATION_SEED = 0
 
 
 def learning_rate_at(step, hps):
@@ -74,6 +79,165 @@ class BatchEpoch(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.batches.epoch = epoch
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------
+
+
+class FixedEvaluationNoise(keras.callbacks.Callback):
+    """Draws the z noise of every evaluation from one seed and leaves training's noise alone.
+
+    The official evaluation samples z = mu + sigma * eps as training does (its eval model
+    differs from the training one only in having no dropout). So that the same weights give
+    the same figures every time, during validation, the final test and evaluate.py, each
+    evaluation starts the `latent` layer's noise generator at `seed`, and puts the training's
+    generator state back afterwards: training draws the same noise as it would without
+    validation, and checkpoints store the training's state.
+    """
+
+    def __init__(self, seed=EVALUATION_SEED):
+        super().__init__()
+        self.start = keras.ops.convert_to_numpy(keras.random.SeedGenerator(seed).state)
+        self.saved = None
+
+    def _generator(self):
+        return self.model.get_layer("latent").seed_generator if self.model.hps.conditional else None
+
+    def on_test_begin(self, logs=None):
+        generator = self._generator()
+        if generator is not None:
+            self.saved = keras.ops.convert_to_numpy(generator.state)
+            generator.state.assign(self.start)
+
+    def on_test_end(self, logs=None):
+        if self.saved is not None:
+            self._generator().state.assign(self.saved)
+            self.saved = None
+
+
+def evaluate(model, loader, kl_weight=None, seed=EVALUATION_SEED):
+    """The losses of one split's sketches, computed as training's validation computes them.
+
+    The official evaluation (Magenta's `evaluate_model` with its eval model): no dropout,
+    z sampled from the posterior (seeded, `FixedEvaluationNoise`), and the reconstruction
+    loss masked after each sketch's last point, pen term included (`reconstruction_loss`
+    with mask_pen), summed and divided by batch_size * max_seq_len.
+
+    Args:
+        model: a compiled SketchRNN.
+        loader: `utils.DataLoader` of the split, normalised with the run's scale factor.
+        kl_weight: the KL weight of `loss`; None keeps the model's (the annealed value a
+            checkpoint stores), a number is set for this evaluation only.
+        seed: seed of the z noise.
+
+    Returns:
+        dict: `loss` (L_R + kl_weight * max(L_KL, kl_tolerance)), `reconstruction_loss`,
+        `kl_loss` (not floored; conditional models only), `nats_per_point` (the masked
+        reconstruction loss summed over every real point of every sketch, divided by the
+        number of those points), `kl_weight`, `sketches`, `points`.
+    """
+    hps = model.hps
+    latent = model.get_layer("latent") if hps.conditional else None
+    previous = None
+    if latent is not None:
+        previous = float(keras.ops.convert_to_numpy(latent.kl_weight))
+        if kl_weight is not None:
+            latent.kl_weight.assign(kl_weight)
+    try:
+        logs = model.evaluate(evaluation_batches(loader, hps.batch_size),
+                              callbacks=[FixedEvaluationNoise(seed)], return_dict=True, verbose=0)
+    finally:
+        if latent is not None:
+            latent.kl_weight.assign(previous)
+    points = int(loader.lengths.sum())
+    # The figure is sum / (sketches * max_seq_len) (each batch's sum / (B * max_seq_len),
+    # averaged with weights B), so the sum over the split's points is figure * sketches * T.
+    logs["nats_per_point"] = logs["reconstruction_loss"] * len(loader) * hps.max_seq_len / points
+    if latent is None:
+        logs.pop("kl_loss", None)  # a decoder-only model has no KL term
+        used = 0.0
+    else:
+        used = previous if kl_weight is None else float(kl_weight)
+    logs.update(kl_weight=used, sketches=len(loader), points=points)
+    return logs
+
+
+# ---------------------------------------------------------------------------------------
+# Pictures in TensorBoard
+# ---------------------------------------------------------------------------------------
+
+
+class TensorBoardDrawings(keras.callbacks.Callback):
+    """After every epoch, writes what the model draws to TensorBoard, as two images.
+
+    `samples`: `count` sketches from z ~ N(0, I) (or from no z, decoder-only) at
+    `temperature`, drawn with the same seed every epoch, so that one watches the same draws
+    improve. `reconstructions` (conditional models): the given sketches, a fixed few of the
+    validation split, above the sketches decoded from their z (the posterior mean), seeded
+    too. Each sketch is scaled to fit a `cell_size` square. On a 2-core CPU the first
+    epoch's pictures take about 5 s (tracing the sampling loop), later ones under 1 s with
+    the default model.
+
+    Args:
+        log_dir: folder of the event files (TensorBoard shows it as a run of that name).
+        sketches: stroke-3 sketches in model units to reconstruct.
+        count: samples to draw.
+        temperature: the sampling temperature tau.
+        seed: seed of the samples' z and of all the sampling noise.
+        cell_size: pixels per sketch.
+    """
+
+    def __init__(self, log_dir, sketches=(), count=6, temperature=0.5, seed=0, cell_size=96):
+        super().__init__()
+        self.log_dir = log_dir
+        self.sketches = list(sketches)
+        self.count = count
+        self.temperature = temperature
+        self.seed = seed
+        self.cell_size = cell_size
+        self.writer = None
+        self.drawer = None
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf  # TensorBoard's event files are TensorFlow's
+
+        utils.refuse_link(self.log_dir)
+        self.writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
+        if not weights_are_finite(self.model):
+            return  # training stops (Checkpoint); nothing worth drawing
+        for name, image in self.images().items():
+            with self.writer.as_default():
+                tf.summary.image(name, np.asarray(image)[None], step=epoch)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.close()
+
+    def images(self):
+        """{name: Pillow image} of the model as it is now."""
+        from sketch_rnn.drawing import SketchRNNDrawer
+
+        # TensorFlow's sampling loop, traced once without XLA (compiling costs more than it
+        # saves on a dozen sketches), reads the weights when it runs. JAX's loop runs only
+        # under jax.jit, which keeps the weights it compiled with: a new drawer each epoch.
+        on_tensorflow = keras.backend.backend() == "tensorflow"
+        if self.drawer is None or not on_tensorflow:
+            self.drawer = SketchRNNDrawer(self.model, jit_compile=not on_tensorflow)
+        grid = dict(columns=self.count, cell_size=self.cell_size)
+        images = {"samples": utils.sketches_to_image(
+            self.drawer.sample(self.count, self.temperature, seed=self.seed), **grid)}
+        if self.sketches and self.model.hps.conditional:
+            decoded = self.drawer.reconstruct(self.sketches, self.temperature, seed=self.seed)
+            images["reconstructions"] = utils.sketches_to_image(
+                self.sketches + decoded, columns=len(self.sketches), cell_size=self.cell_size)
+        return images
 
 
 # ---------------------------------------------------------------------------------------
@@ -169,10 +333,10 @@ def check_run_folder(run_dir):
     """One-line errors (utils.UnsafePathError) for links where a training run would write.
 
     Training writes model_config.json, test_losses.json, logs/training_log.csv (appended),
-    logs/tensorboard/ and everything in checkpoints/. A symbolic link at any of these, or
-    at any name inside checkpoints/, would make it write to a file outside the run folder;
-    a training log or best.json that is not a regular file would hang it. The run folder
-    itself may be a link (to another disk, say).
+    logs/tensorboard/ (train/, validation/, drawings/) and everything in checkpoints/. A
+    symbolic link at any of these, or at any name inside checkpoints/, would make it write
+    to a file outside the run folder; a training log or best.json that is not a regular
+    file would hang it. The run folder itself may be a link (to another disk, say).
     """
     logs = os.path.join(run_dir, "logs")
     tensorboard = os.path.join(logs, "tensorboard")
@@ -181,7 +345,7 @@ def check_run_folder(run_dir):
                  os.path.join(run_dir, "test_losses.json"), logs,
                  os.path.join(logs, "training_log.csv"), tensorboard,
                  os.path.join(tensorboard, "train"), os.path.join(tensorboard, "validation"),
-                 checkpoints]:
+                 os.path.join(tensorboard, "drawings"), checkpoints]:
         utils.refuse_link(path)
     for path in sorted(glob.glob(os.path.join(glob.escape(checkpoints), "*"))
                        + glob.glob(os.path.join(glob.escape(checkpoints), ".*"))):

@@ -13,26 +13,29 @@ Usage:
 A missing data set that is a QuickDraw category (cat, guitar, ...) or aaron_sheep, kanji or
 omniglot is downloaded into --data_dir first. The run folder gets model_config.json,
 checkpoints/ (weights + optimizer state, written atomically), logs/training_log.csv,
-logs/tensorboard/ and, at the end, test_losses.json.
+logs/tensorboard/ (losses, and pictures of samples and reconstructions each epoch) and, at the
+end, test_losses.json: the test split's losses with the best weights (by validation loss).
 """
 
-import argparse
 import dataclasses
 import importlib.util
 import os
 import signal
 import sys
 
-# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines, oneDNN notes) hides the
-# progress bar; set TF_CPP_MIN_LOG_LEVEL=0 to see it again.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from sketch_rnn.cli import ArgumentParser, quiet_tensorflow
+from sketch_rnn.hparams import HParams
 
 BASE_OVERRIDABLE_ON_RESUME = ("epochs", "steps_per_epoch", "save_every")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description="Train Sketch-RNN (a seq2seq VAE for stroke sketches) on .npz stroke-3 data.")
+    # Hyperparameters are not flags; someone typing --epochs=3 is told how to set it.
+    hints = {f.name: f"{f.name} is a hyperparameter: --hparams={f.name}=..."
+             for f in dataclasses.fields(HParams)}
+    parser = ArgumentParser(
+        description="Train Sketch-RNN (a seq2seq VAE for stroke sketches) on .npz stroke-3 data.",
+        hints=hints)
     parser.add_argument("--data_dir", default="datasets",
                         help="folder of <name>.npz data sets; missing known sets are downloaded here")
     parser.add_argument("--data_set", default=None,
@@ -54,11 +57,16 @@ def parse_args(argv=None):
     parser.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2],
                         help="Keras verbosity: 1 progress bar, 2 one line per epoch "
                              "(default: a bar on a terminal, lines otherwise)")
+    parser.add_argument("--no_tensorboard_images", dest="tensorboard_images", action="store_false",
+                        help="do not draw samples and reconstructions into TensorBoard each epoch")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    # TensorFlow's C++ start-up lines (oneDNN, no CUDA driver) would hide the progress bar;
+    # TF_CPP_MIN_LOG_LEVEL=0 shows them.
+    quiet_tensorflow()
     try:
         run = prepare(args)
     except (ValueError, OSError, RuntimeError) as err:
@@ -170,8 +178,16 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
     """Builds the model, trains with checkpoints, then evaluates on the test split."""
     import keras
 
-    from batch_generator import SketchBatches
-    from callbacks import BatchEpoch, Checkpoint, KLWeightAnnealing, LearningRateDecay, write_json_atomically
+    from batch_generator import SketchBatches, evaluation_batches
+    from callbacks import (
+        BatchEpoch,
+        Checkpoint,
+        FixedEvaluationNoise,
+        KLWeightAnnealing,
+        LearningRateDecay,
+        TensorBoardDrawings,
+        write_json_atomically,
+    )
     from seq2seqVAE import build_model, compile_model, describe_engines, resolved_matmul_dtype
 
     config_path = os.path.join(experiment_dir, "model_config.json")
@@ -203,28 +219,26 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
     train_batches = SketchBatches(loaders["train"], hps.batch_size, augment=True, shuffle=True,
                                   seed=hps.seed, steps_per_epoch=hps.steps_per_epoch or None,
                                   bucket_batches=hps.bucket_batches, trim=hps.bucket_batches > 0)
-    # Evaluation masks every loss term after a sketch's end, so sorting by length and
-    # trimming the padding changes its figures not at all, only its speed. JAX compiles the
-    # model once per batch shape: there every batch keeps the full length.
-    trim = keras.backend.backend() != "jax"
-    valid_batches, test_batches = (
-        SketchBatches(loaders[name], hps.batch_size, shuffle=False, drop_remainder=False,
-                      bucket_batches=len(loaders[name]) if trim else 0, trim=trim)
-        for name in ("valid", "test"))
+    valid_batches = evaluation_batches(loaders["valid"], hps.batch_size)
 
     checkpointer = Checkpoint(checkpoint_dir, save_every=hps.save_every)
     callbacks = [
         BatchEpoch(train_batches),
         LearningRateDecay(hps),
         KLWeightAnnealing(hps),
+        FixedEvaluationNoise(),  # validation's z noise, the same every epoch
         checkpointer,
         # A new run (or one started over) begins a new log; a resumed run continues it.
         keras.callbacks.CSVLogger(os.path.join(experiment_dir, "logs", "training_log.csv"),
                                   append=checkpoint is not None),
     ]
     # Keras writes TensorBoard events with TensorFlow, which a JAX user may not have.
+    tensorboard_dir = os.path.join(experiment_dir, "logs", "tensorboard")
     if importlib.util.find_spec("tensorflow") is not None:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(experiment_dir, "logs", "tensorboard")))
+        callbacks.append(keras.callbacks.TensorBoard(tensorboard_dir))
+        if args.tensorboard_images:
+            callbacks.append(TensorBoardDrawings(os.path.join(tensorboard_dir, "drawings"),
+                                                 sketches=loaders["valid"].strokes[:6]))
     else:
         print("TensorFlow is not installed: no TensorBoard log (logs/training_log.csv has the losses)")
     print(f"Training on {len(loaders['train'])} sketches of {','.join(data_sets)} "
@@ -262,9 +276,38 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
     if checkpointer.stopped_on_nan:
         return 1
 
-    test_losses = model.evaluate(test_batches, return_dict=True, verbose=0)
-    write_json_atomically(test_losses, os.path.join(experiment_dir, "test_losses.json"))
-    print("Test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(test_losses.items())))
+    return evaluate_test_split(model, hps, loaders["test"], checkpoint_dir, experiment_dir)
+
+
+def evaluate_test_split(model, hps, loader, checkpoint_dir, experiment_dir):
+    """Evaluates the best weights (by validation loss) on the test split; writes test_losses.json.
+
+    The loss uses the final KL weight, hps.kl_weight, so that runs compare whatever step
+    their best model came from. Without a best model (no finite validation loss), the last
+    weights are evaluated, and the output says so.
+    """
+    import json
+
+    from callbacks import EVALUATION_SEED, evaluate, write_json_atomically
+    from utils import check_regular_file
+
+    best = os.path.join(checkpoint_dir, "best.weights.h5")
+    which = {"weights": "last (no best.weights.h5)"}
+    if os.path.isfile(best):
+        load_checkpoint(model, best)
+        which = {"weights": os.path.relpath(best, experiment_dir)}
+        best_json = os.path.join(checkpoint_dir, "best.json")
+        if os.path.isfile(best_json):
+            check_regular_file(best_json)
+            with open(best_json) as f:
+                which.update({k: v for k, v in json.load(f).items() if k in ("epoch", "step")})
+    losses = evaluate(model, loader, kl_weight=hps.kl_weight)
+    write_json_atomically({**losses, **which, "z_seed": EVALUATION_SEED},
+                          os.path.join(experiment_dir, "test_losses.json"))
+    figures = ", ".join(f"{k} {losses[k]:.4f}" for k in (
+        "loss", "reconstruction_loss", "kl_loss", "nats_per_point") if k in losses)
+    where = "".join(f", {k} {which[k]}" for k in ("epoch", "step") if k in which)
+    print(f"Test: {figures} (kl_weight {losses['kl_weight']:g}; weights: {which['weights']}{where})")
     return 0
 
 

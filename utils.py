@@ -1704,6 +1704,26 @@ class _Canvas:
         return Image.fromarray(np.asarray(self.canvas.buffer_rgba())).convert("RGB")
 
 
+def sketches_to_image(sketches, columns=None, labels=None, scale_factor=1.0, cell_size=None,
+                      stroke_width=2.0, margin=10.0, color="black", font_size=12.0,
+                      prefix_lengths=None, prefix_color=PREFIX_COLOR):
+    """Draws a grid of stroke-3 sketches as an RGB Pillow image (``sketches_to_png`` in memory).
+
+    The layout and colours are those of ``sketches_to_svg`` with the same arguments: with ``cell_size``,
+    ``columns * cell_size`` pixels wide and ``rows * cell_size`` high (plus 1.6 font sizes
+    per row for labels).
+    """
+    grid = _Grid(sketches, columns, labels, scale_factor, margin, font_size, cell_size,
+                 prefix_lengths)
+    canvas = _Canvas(grid, stroke_width, color)
+    for lines, label in grid.cells:
+        for points, _, in_prefix in lines:
+            canvas.line(points, prefix_color if in_prefix else None)
+        if label is not None:
+            canvas.text(*label)
+    return canvas.image()
+
+
 def sketches_to_png(sketches, path, columns=None, labels=None, scale_factor=1.0,
                     cell_size=None, stroke_width=2.0, margin=10.0, color="black", font_size=12.0,
                     prefix_lengths=None, prefix_color=PREFIX_COLOR):
@@ -1714,15 +1734,8 @@ def sketches_to_png(sketches, path, columns=None, labels=None, scale_factor=1.0,
     Returns:
         the image's (width, height) in pixels.
     """
-    grid = _Grid(sketches, columns, labels, scale_factor, margin, font_size, cell_size,
-                 prefix_lengths)
-    canvas = _Canvas(grid, stroke_width, color)
-    for lines, label in grid.cells:
-        for points, _, in_prefix in lines:
-            canvas.line(points, prefix_color if in_prefix else None)
-        if label is not None:
-            canvas.text(*label)
-    image = canvas.image()
+    image = sketches_to_image(sketches, columns, labels, scale_factor, cell_size, stroke_width,
+                              margin, color, font_size, prefix_lengths, prefix_color)
     encoded = io.BytesIO()
     image.save(encoded, format="PNG")
     write_atomically(path, encoded.getvalue())

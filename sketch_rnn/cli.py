@@ -10,6 +10,8 @@ This module imports neither Keras nor TensorFlow at import time.
 
 import argparse
 import difflib
+import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -46,7 +48,11 @@ def quiet_tensorflow():
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         try:
-            import keras  # noqa: F401  (the import is the point: it loads the backend)
+            # The import is the point: Keras loads its backend, and TensorFlow (if installed,
+            # whatever the backend) is loaded here too, so that a later import (TensorBoard
+            # logging on the JAX backend) prints nothing either.
+            for name in ["keras"] + (["tensorflow"] if importlib.util.find_spec("tensorflow") else []):
+                importlib.import_module(name)
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
@@ -66,20 +72,35 @@ def _hidden(line, level):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """`argparse.ArgumentParser` whose error for an unknown flag names the closest known one:
-    `unrecognized arguments: --temprature=0.3 (--temprature: did you mean --temperature?)`."""
+    """`argparse.ArgumentParser` whose error for an unknown flag names the closest real one.
 
-    def error(self, message):
-        unknown = re.fullmatch(r"unrecognized arguments: (.*)", message, flags=re.S)
+    Args:
+        hints: optional {name: advice} for names that are not flags but that people type as
+            flags (a hyperparameter, say); a mistyped flag close to one gets its advice.
+        *args, **kwargs: as `argparse.ArgumentParser`.
+    """
+
+    def __init__(self, *args, hints=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hints = dict(hints or {})
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, unknown = self.parse_known_args(args, namespace)
         if unknown:
-            flags = [s for action in self._actions for s in action.option_strings if s.startswith("--")]
-            hints = []
-            for token in unknown.group(1).split():
-                name = token.split("=", 1)[0]
-                if name.startswith("--"):
-                    close = difflib.get_close_matches(name, flags, n=1, cutoff=0.6)
-                    if close:
-                        hints.append(f"{name}: did you mean {close[0]}?")
-            if hints:
-                message = f"{message} ({'; '.join(hints)})"
-        super().error(message)
+            self.error("unrecognized arguments: " + " ".join(unknown) + self._suggestions(unknown))
+        return namespace
+
+    def _suggestions(self, unknown):
+        flags = [s for action in self._actions for s in action.option_strings if s.startswith("--")]
+        advice = []
+        for argument in unknown:
+            if not argument.startswith("--"):
+                continue
+            name = argument.split("=", 1)[0]
+            close = difflib.get_close_matches(name, flags, n=1, cutoff=0.75)
+            hint = difflib.get_close_matches(name[2:], list(self.hints), n=1, cutoff=0.75)
+            if close:
+                advice.append(f"{name}: did you mean {close[0]}?")
+            elif hint:
+                advice.append(f"{name}: {self.hints[hint[0]]}")
+        return "".join(f"\n  {line}" for line in advice)

@@ -495,7 +495,7 @@ def load_run(run_dir, checkpoint=None, jit_compile=True):
     scale_factor = utils.check_scale_factor(config.get("scale_factor"), config_path)
     data_sets = utils.check_data_set_names(config.get("data_set"), None, config_path)
     if checkpoint is None:
-        checkpoint = _default_checkpoint(run_dir)
+        checkpoint = default_checkpoint(run_dir)
     else:
         utils.check_regular_file(checkpoint, "checkpoint")  # a FIFO would hang the load
     # An uncompiled model has no optimizer, so Keras loads the layers' weights and leaves
@@ -510,7 +510,7 @@ def load_run(run_dir, checkpoint=None, jit_compile=True):
                            jit_compile=jit_compile)
 
 
-def _default_checkpoint(run_dir):
+def default_checkpoint(run_dir):
     """checkpoints/best.weights.h5 if there is one, else the newest step checkpoint."""
     from callbacks import list_checkpoints  # checkpoint names live beside the code writing them
 

@@ -376,7 +376,7 @@ def test_drawings_are_never_written_through_a_link(tmp_path, draw):
 
 
 RUN_LINKS = ["model_config.json", "logs", "logs/training_log.csv", "logs/tensorboard",
-             "logs/tensorboard/train", "checkpoints", "checkpoints/best.json",
+             "logs/tensorboard/train", "logs/tensorboard/drawings", "checkpoints", "checkpoints/best.json",
              "checkpoints/best.weights.h5", "checkpoints/ckpt-epoch0001-step00000002.weights.h5",
              "test_losses.json"]
 

@@ -1,0 +1,188 @@
+"""Evaluate a trained Sketch-RNN run: its losses on the validation and test sketches.
+
+Usage:
+    # the run's best weights on valid and test, as a table
+    python evaluate.py --run_dir=examples/sheep --data_dir=datasets
+
+    # any checkpoint, the test split only, as one JSON object
+    python evaluate.py --run_dir=experiments/cat_guitar --split=test --json \\
+        --checkpoint=experiments/cat_guitar/checkpoints/ckpt-epoch0003-step00000222.weights.h5
+
+The losses are the official evaluation's, computed by the code that computes training's
+validation (`callbacks.evaluate`): no dropout, z sampled from the posterior with a fixed seed,
+the reconstruction loss masked after each sketch's last point and divided by
+batch_size * max_seq_len. `loss` weighs the KL term with the run's final kl_weight. A run
+trained on several data sets is evaluated on their merged split (what training reports) and
+on each set's split alone. nats/point is the reconstruction loss summed over the sketches'
+points, divided by their number.
+"""
+
+import contextlib
+import json
+import os
+import sys
+
+from sketch_rnn.cli import ArgumentParser, quiet_tensorflow
+
+SPLITS = ("valid", "test", "train")
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(
+        description="Report a trained Sketch-RNN run's reconstruction loss, KL and total on its "
+                    "validation and test sketches, per data set, as a table or JSON.")
+    parser.add_argument("--run_dir", required=True,
+                        help="run folder with model_config.json and checkpoints/")
+    parser.add_argument("--checkpoint", default=None,
+                        help="weights file to evaluate (default: checkpoints/best.weights.h5, else "
+                             "the newest checkpoint)")
+    parser.add_argument("--data_dir", default="datasets",
+                        help="folder of the run's .npz data sets (missing known sets are downloaded)")
+    parser.add_argument("--split", default="valid,test",
+                        help="comma list of the splits to evaluate: valid, test, train")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the z noise (default: the one training's validation uses)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object instead of the table")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        splits = check_args(args)
+        quiet_tensorflow()
+        # With --json, stdout holds the JSON alone: loading's notes go to stderr.
+        with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+            report = evaluate_run(args.run_dir, args.checkpoint, args.data_dir, splits, args.seed)
+    except (ValueError, OSError, RuntimeError) as err:
+        # The user's flags, files and data: one line, no traceback.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
+
+
+def check_args(args):
+    """The splits asked for; one-line errors for flags that cannot work."""
+    from utils import check_regular_file
+
+    splits = [name.strip() for name in args.split.split(",")]
+    for name in splits:
+        if name not in SPLITS:
+            raise ValueError(f"--split: unknown split {name!r}; expected a comma list of "
+                             f"{', '.join(SPLITS)}")
+    if not os.path.isdir(args.run_dir):
+        raise ValueError(f"--run_dir: {args.run_dir} is not a folder")
+    if not os.path.isfile(os.path.join(args.run_dir, "model_config.json")):
+        raise ValueError(f"--run_dir: {args.run_dir} holds no model_config.json, so it is not a "
+                         "training run's folder")
+    if args.checkpoint is not None:
+        check_regular_file(args.checkpoint, "--checkpoint")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed must be in [0, 2**32), got {args.seed}")
+    return list(dict.fromkeys(splits))
+
+
+def evaluate_run(run_dir, checkpoint, data_dir, splits, seed=None):
+    """Evaluates a run's weights on its splits, merged and per data set.
+
+    Returns:
+        dict: `run_dir`, `checkpoint`, its `epoch` and `step` where known, `kl_weight` (the
+        final one, which `loss` uses), `checkpoint_kl_weight` (the annealed weight the
+        checkpoint stores, which training's val_loss used), `kl_tolerance`, `z_seed`,
+        `data_sets`, and `splits`: {split: {"all": figures, <data set>: figures, ...}},
+        figures as `callbacks.evaluate` returns them.
+    """
+    import keras
+
+    import utils
+    from callbacks import EVALUATION_SEED, evaluate
+    from seq2seqVAE import compile_model, load_run
+    from sketch_rnn.drawing import default_checkpoint
+
+    seed = EVALUATION_SEED if seed is None else seed
+    checkpoint = checkpoint or default_checkpoint(run_dir)
+    drawer = load_run(run_dir, checkpoint, jit_compile=False)
+    hps, model = drawer.hps, compile_model(drawer.model, drawer.hps)
+    stored_kl_weight = (float(keras.ops.convert_to_numpy(model.get_layer("latent").kl_weight))
+                        if hps.conditional else 0.0)
+    report = {"run_dir": run_dir, "checkpoint": checkpoint, **checkpoint_position(checkpoint),
+              "kl_weight": hps.kl_weight if hps.conditional else 0.0,
+              "checkpoint_kl_weight": stored_kl_weight, "kl_tolerance": hps.kl_tolerance,
+              "z_seed": seed, "data_sets": drawer.data_sets, "splits": {}}
+    per_set = {name: utils.load_strokes(data_dir, name) for name in drawer.data_sets}
+
+    def figures(strokes, name):
+        loader = utils.DataLoader(strokes, batch_size=hps.batch_size, max_seq_len=hps.max_seq_len,
+                                  name=name)
+        if len(loader) == 0:
+            return None  # every sketch is longer than max_seq_len
+        loader.normalize(drawer.scale_factor)
+        return evaluate(model, loader, kl_weight=report["kl_weight"], seed=seed)
+
+    for split in splits:
+        index = utils.SPLITS.index(split)
+        merged = [sketch for strokes in per_set.values() for sketch in strokes[index]]
+        results = {"all": figures(merged, split if len(per_set) == 1 else f"{split} (all)")}
+        for name, strokes in per_set.items():
+            # One data set: its split is the merged one, evaluated once.
+            results[name] = results["all"] if len(per_set) == 1 else figures(
+                strokes[index], f"{split} ({name})")
+        report["splits"][split] = results
+    return report
+
+
+def checkpoint_position(checkpoint):
+    """{"epoch": E, "step": S} of a checkpoint, from its name or the best.json beside it."""
+    from callbacks import CHECKPOINT_PATTERN
+    from utils import check_regular_file
+
+    match = CHECKPOINT_PATTERN.search(os.path.basename(checkpoint))
+    if match:
+        return {"epoch": int(match.group(1)), "step": int(match.group(2))}
+    described = os.path.join(os.path.dirname(checkpoint), "best.json")
+    if os.path.basename(checkpoint) == "best.weights.h5" and os.path.isfile(described):
+        check_regular_file(described)
+        try:
+            with open(described) as f:
+                best = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        if isinstance(best, dict):
+            return {k: best[k] for k in ("epoch", "step") if isinstance(best.get(k), int)}
+    return {}
+
+
+def format_table(report):
+    """The report as a header line and one row per split and data set."""
+    position = "".join(f", {k} {report[k]}" for k in ("epoch", "step") if k in report)
+    lines = [f"{report['run_dir']}: {report['checkpoint']}{position}",
+             f"loss = reconstruction + {report['kl_weight']:g} * max(KL, {report['kl_tolerance']:g}); "
+             f"z noise seed {report['z_seed']}", ""]
+    header = ("split", "data set", "sketches", "points", "reconstruction", "KL", "loss", "nats/point")
+    rows = []
+    several = len(report["data_sets"]) > 1
+    for split, results in report["splits"].items():
+        for name, figures in results.items():
+            if several or name != "all":
+                label = "all: " + ",".join(report["data_sets"]) if name == "all" else name
+                rows.append((split, label, figures))
+    widths = [max(len(header[1]), *(len(label) for _, label, _ in rows))]
+    lines.append(f"{header[0]:<6} {header[1]:<{widths[0]}} " + " ".join(
+        f"{h:>{max(len(h), 8)}}" for h in header[2:]))
+    for split, label, figures in rows:
+        if figures is None:
+            cells = ["(every sketch longer than max_seq_len)"]
+        else:
+            values = [f"{figures['sketches']}", f"{figures['points']}",
+                      f"{figures['reconstruction_loss']:.4f}",
+                      f"{figures['kl_loss']:.4f}" if "kl_loss" in figures else "-",
+                      f"{figures['loss']:.4f}", f"{figures['nats_per_point']:.4f}"]
+            cells = [f"{v:>{max(len(h), 8)}}" for v, h in zip(values, header[2:])]
+        lines.append(f"{split:<6} {label:<{widths[0]}} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
