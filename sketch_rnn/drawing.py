@@ -421,6 +421,9 @@ class SketchRNNDrawer:
         head = self.model.get_layer("mixture_head")
 
         def loop(z, state, point, noise, temperature, greedy):
+            # Uncompiled (jit_compile=False), the inputs may be NumPy arrays: a NumPy array
+            # indexed by the while loop's traced step fails on JAX.
+            noise = ops.convert_to_tensor(noise)
             steps, batch = ops.shape(noise)[0], ops.shape(noise)[1]
             weights = cell.step_weights()  # e.g. bf16 kernels, cast once
             # z's share of the input projection, and the biases, are the same every step.
