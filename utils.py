@@ -914,6 +914,7 @@ HPARAM_LIMITS = {
     "dec_rnn_size": 8192,
     "z_size": 8192,
     "num_mixture": 1000,
+    "img_size": 1024,  # the CNN encoder's picture: 1024 x 1024 floats per sketch
     "batch_size": 10_000,
     "epochs": 10**9,
     "steps_per_epoch": 10**9,

@@ -12,6 +12,7 @@ import os
 import utils
 
 CELL_NAMES = ("lstm", "layer_norm", "hyper")  # the official cells (sketch_rnn.cells)
+ENCODER_NAMES = ("rnn", "cnn")  # sketch-rnn's bidirectional RNN, sketch-pix2seq's CNN
 
 @dataclasses.dataclass
 class HParams:
@@ -28,6 +29,8 @@ class HParams:
     # code pads to the longest sketch of the data with no cap; here 250, or the value given,
     # is the cap, so a default and an explicit max_seq_len mean the same thing.
     # Model.
+    encoder: str = "rnn"  # Encoder: rnn (the bidirectional RNN of sketch-rnn, reading the
+    # strokes) or cnn (sketch-pix2seq's CNN, reading a picture of the sketch rendered as below).
     enc_rnn_size: int = 256  # Size of the encoder's LSTM (each direction).
     dec_rnn_size: int = 512  # Size of the decoder's LSTM.
     enc_model: str = "lstm"  # Encoder cell: lstm, layer_norm or hyper.
@@ -42,8 +45,13 @@ class HParams:
     use_output_dropout: bool = False  # Output dropout on the decoder. Recommend leaving False.
     output_dropout_prob: float = 0.90  # Keep probability of the output dropout.
     accelerate_LSTM: bool = False  # cuDNN LSTM on a GPU (has no recurrent dropout).
+    # The CNN encoder's picture (encoder=cnn; sketch-pix2seq's img_H = img_W = 48).
+    img_size: int = 48  # Pixels of the square picture each sketch is rendered into.
+    img_line_width: float = 1.5  # Width of the rendered lines, in pixels.
+    img_margin: float = 3.0  # Pixels left free on both sides of the sketch's longer dimension.
     # Loss.
-    kl_weight: float = 0.5  # KL weight of the loss function (w_KL).
+    kl_weight: float = 0.5  # KL weight of the loss function (w_KL). 0 drops the KL term:
+    # reconstruction loss only, as sketch-pix2seq trains (no KL computed, logged or annealed).
     kl_weight_start: float = 0.01  # KL weight at the start of training (eta_min).
     kl_tolerance: float = 0.2  # Level of KL loss below which the KL term is not optimised.
     kl_decay_rate: float = 0.99995  # KL annealing decay rate per minibatch (R).
@@ -113,7 +121,7 @@ class HParams:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{source}: hparam '{key}' must be a finite number, got {value}")
         positive = ["max_seq_len", "enc_rnn_size", "dec_rnn_size", "z_size", "num_mixture",
-                    "batch_size", "epochs", "learning_rate"]
+                    "batch_size", "epochs", "learning_rate", "img_size", "img_line_width"]
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ValueError(f"{source}: hparam '{key}' must be > 0, got {getattr(self, key)}")
@@ -126,6 +134,12 @@ class HParams:
             if getattr(self, key) not in CELL_NAMES:
                 raise ValueError(f"{source}: hparam '{key}' must be one of "
                                  f"{', '.join(CELL_NAMES)}, got {getattr(self, key)!r}")
+        if self.encoder not in ENCODER_NAMES:
+            raise ValueError(f"{source}: hparam 'encoder' must be one of "
+                             f"{', '.join(ENCODER_NAMES)}, got {self.encoder!r}")
+        if not 0 <= self.img_margin < self.img_size / 2:
+            raise ValueError(f"{source}: hparam 'img_margin' must be in [0, img_size / 2 = "
+                             f"{self.img_size / 2:g}), got {self.img_margin}")
         for key in ["recurrent_dropout_prob", "input_dropout_prob", "output_dropout_prob",
                     "kl_decay_rate", "decay_rate"]:
             if not 0 < getattr(self, key) <= 1:
@@ -140,6 +154,11 @@ class HParams:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+    @property
+    def has_kl_term(self):
+        """True when the loss has a KL term: a conditional model with kl_weight > 0."""
+        return self.conditional and self.kl_weight > 0
 
 
 def _check_key(key, source):

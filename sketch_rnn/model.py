@@ -5,8 +5,13 @@ sample with its KL term (eq. 10-11), the decoder's initial state from z (eq. 4),
 RNN, and the mixture-density head (eq. 3-9, `mixture`). Only the whole VAE is a
 `keras.Model`; the encoder/decoder sub-models used for drawing reuse its layers.
 
-Shapes: B batch, T time steps, M mixtures, H units. A batch `x` is stroke-5 with the start
-token S0 at step 0, shape (B, T + 1, 5); the targets are `x[:, 1:]`, shape (B, T, 5).
+With `encoder=cnn` the encoder is sketch-pix2seq's (Chen et al. 2017, arXiv 1709.04121): a
+small CNN over a picture of the sketch (`sketch_rnn.raster`), the rest unchanged. With
+`kl_weight=0` the loss is the reconstruction term alone, as sketch-pix2seq trains.
+
+Shapes: B batch, T time steps, M mixtures, H units, S picture side. A batch `x` is stroke-5
+with the start token S0 at step 0, shape (B, T + 1, 5); the targets are `x[:, 1:]`, shape
+(B, T, 5). A cnn model's batch is the dict {"strokes": x, "image": (B, S, S, 1)}.
 """
 
 import keras
@@ -31,15 +36,17 @@ class LatentSample(SavesSeedState, keras.layers.Layer):
     does, is the layer's auxiliary loss (`add_loss`). `SketchRNN.compute_loss` floors it at
     `kl_tolerance` and weights it by the non-trainable variable `kl_weight` (`kl_term`, eq.
     11), which `callbacks.KLWeightAnnealing` sets each step; it tracks the unfloored KL as the
-    metric `kl_loss` there, where every backend keeps metric updates.
+    metric `kl_loss` there, where every backend keeps metric updates. With `kl=False`
+    (kl_weight=0) the KL is not computed at all: z is still sampled, as sketch-pix2seq does.
 
     Call args: [z_mean (B, Nz), z_log_var (B, Nz)] (the paper's mu and sigma-hat).
     Returns: z, (B, Nz).
     """
 
-    def __init__(self, kl_tolerance=0.2, kl_weight=0.5, seed=None, **kwargs):
+    def __init__(self, kl_tolerance=0.2, kl_weight=0.5, seed=None, kl=True, **kwargs):
         super().__init__(**kwargs)
         self.kl_tolerance = kl_tolerance
+        self.kl = kl
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.kl_weight = self.add_weight(
@@ -48,7 +55,8 @@ class LatentSample(SavesSeedState, keras.layers.Layer):
 
     def call(self, inputs):
         z_mean, z_log_var = inputs
-        self.add_loss(kl_divergence(z_mean, z_log_var))
+        if self.kl:
+            self.add_loss(kl_divergence(z_mean, z_log_var))
         epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
         return z_mean + ops.exp(z_log_var / 2) * epsilon
 
@@ -63,7 +71,7 @@ class LatentSample(SavesSeedState, keras.layers.Layer):
         config = super().get_config()
         config.update({"kl_tolerance": self.kl_tolerance,
                        "kl_weight": float(ops.convert_to_numpy(self.kl_weight)),
-                       "seed": self.seed})
+                       "seed": self.seed, "kl": self.kl})
         return config
 
 
@@ -72,16 +80,18 @@ class SketchRNN(keras.Model):
     """The Sketch-RNN VAE: a functional model whose loss is L_R + w_KL * max(L_KL, tol) (eq. 11).
 
     Build it with `build_model(hps)`. Inputs: stroke-5 batches with the start token,
-    (B, T + 1, 5); output: the mixture parameters (B, T, 6M + 3). The reconstruction loss is
-    computed in `compute_loss` from the targets y = x[:, 1:]; the KL term is the
-    `LatentSample` layer's auxiliary loss, floored and weighted here.
+    (B, T + 1, 5) (encoder=cnn: the dict {"strokes": ..., "image": (B, S, S, 1)}); output: the
+    mixture parameters (B, T, 6M + 3). The reconstruction loss is computed in `compute_loss`
+    from the targets y = x[:, 1:]; the KL term is the `LatentSample` layer's auxiliary loss,
+    floored and weighted here. A model without a KL term (decoder-only, or kl_weight=0) has
+    no `kl_loss` metric.
     """
 
     def __init__(self, inputs, outputs, hps, **kwargs):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.hps = hps
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
-        self.kl_tracker = keras.metrics.Mean(name="kl_loss")
+        self.kl_tracker = keras.metrics.Mean(name="kl_loss") if hps.has_kl_term else None
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         recon = reconstruction_loss(y, y_pred, self.hps.num_mixture, self.hps.max_seq_len,
@@ -89,7 +99,7 @@ class SketchRNN(keras.Model):
         # Weighted by batch size, as Keras weights `loss`, so a smaller last batch counts less.
         batch = ops.shape(y)[0]
         self.reconstruction_tracker.update_state(recon, sample_weight=batch)
-        if not self.hps.conditional:
+        if not self.hps.has_kl_term:
             return recon
         (kl,) = self.losses  # LatentSample's, the model's one auxiliary loss
         self.kl_tracker.update_state(kl, sample_weight=batch)
@@ -110,26 +120,34 @@ def build_model(hps):
         hps: HParams.
 
     Returns:
-        a `SketchRNN` with named layers: encoder_fw, encoder_bw, z_mean, z_log_var, latent,
-        decoder_init (conditional only), decoder_lstm (the decoder, whatever its cell),
-        mixture_head.
+        a `SketchRNN` with named layers: the encoder's (encoder=rnn: encoder_fw, encoder_bw;
+        encoder=cnn: encoder_highpass, encoder_conv1 .. encoder_conv6, encoder_flatten), then
+        z_mean, z_log_var, latent, decoder_init (conditional only), decoder_lstm (the decoder,
+        whatever its cell), mixture_head. Its inputs: the tensor `strokes`, or for a cnn
+        model the dict {"strokes", "image"}.
     """
     seeds = np.random.SeedSequence(hps.seed).generate_state(4)
     strokes = keras.Input(shape=(None, 5), name="strokes")  # (B, T + 1, 5)
+    inputs = strokes
     decoder_input = strokes[:, :-1, :]  # S0, S1, ..., S_{T-1}
     decoder = _decoder(hps, seeds)
     if hps.conditional:
-        target = strokes[:, 1:, :]  # the sketch itself, (B, T, 5)
-        inside = ops.equal(target[..., 4], 0.0)  # (B, T) bool, True on the sketch's points
-        z_mean, z_log_var = _encoder(hps, seeds)(target, inside)
-        z = LatentSample(hps.kl_tolerance, hps.kl_weight, seed=int(seeds[0]), name="latent")(
-            [z_mean, z_log_var])
+        if hps.encoder == "cnn":
+            image = keras.Input(shape=(hps.img_size, hps.img_size, 1), name="image")
+            inputs = {"strokes": strokes, "image": image}
+            z_mean, z_log_var = _cnn_encoder(hps)(image)
+        else:
+            target = strokes[:, 1:, :]  # the sketch itself, (B, T, 5)
+            inside = ops.equal(target[..., 4], 0.0)  # (B, T) bool, True on the sketch's points
+            z_mean, z_log_var = _encoder(hps, seeds)(target, inside)
+        z = LatentSample(hps.kl_tolerance, hps.kl_weight, seed=int(seeds[0]),
+                         kl=hps.has_kl_term, name="latent")([z_mean, z_log_var])
         initial_state = decoder_initial_state(hps, decoder.cell)(z)
         outputs, *_ = decoder(decoder_input, constant=z, initial_state=initial_state)
     else:
         outputs, *_ = decoder(decoder_input)
     params = keras.layers.Dense(6 * hps.num_mixture + 3, name="mixture_head")(outputs)
-    return SketchRNN(strokes, params, hps, name="sketch_rnn")
+    return SketchRNN(inputs, params, hps, name="sketch_rnn")
 
 
 def _cell(hps, kind, units):
@@ -159,6 +177,62 @@ def _encoder(hps, seeds):
         h_fw = forward(sketch, step_mask=inside)[0]  # each direction's final h
         h_bw = backward(sketch, step_mask=inside)[0]
         h = ops.concatenate([h_fw, h_bw], axis=-1)  # (B, 2 * enc_rnn_size)
+        return mean_head(h), log_var_head(h)
+
+    return encode
+
+
+@keras.saving.register_keras_serializable(package="sketch_rnn")
+class HighPassFilter(keras.layers.Layer):
+    """sketch-pix2seq's fixed 3x3 high-pass filter, the first step of its CNN encoder.
+
+    The kernel [[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]] is a constant, not a weight: it is
+    never trained and not in weight files. Zero padding ("same"), stride 1.
+
+    Call args: images (B, S, S, 1). Returns: (B, S, S, 1).
+    """
+
+    KERNEL = np.array([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]], np.float32)
+
+    def call(self, images):
+        kernel = ops.convert_to_tensor(self.KERNEL.reshape(3, 3, 1, 1), dtype=images.dtype)
+        return ops.conv(images, kernel, strides=1, padding="same")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+# sketch-pix2seq's six 2x2 convolutions: (filters, stride); ReLU after each, tanh after the last.
+CNN_CONVOLUTIONS = ((4, 2), (4, 1), (8, 2), (8, 1), (8, 2), (8, 1))
+
+
+def _cnn_encoder(hps):
+    """sketch-pix2seq's encoder: high-pass filter, six convolutions, z_mean and z_log_var heads.
+
+    As the reference code: 2x2 kernels without bias, "same" padding, weights drawn from
+    N(0, 2 / (2 * 2 * filters)), the last layer tanh; a 48 x 48 picture ends as 6 x 6 x 8,
+    flattened to 288 features for the two heads, which start near zero (gaussian init,
+    stddev 0.001).
+    """
+    highpass = HighPassFilter(name="encoder_highpass")
+    convolutions = [
+        keras.layers.Conv2D(
+            filters, 2, strides=strides, padding="same", use_bias=False,
+            activation="tanh" if number == len(CNN_CONVOLUTIONS) else "relu",
+            kernel_initializer=keras.initializers.VarianceScaling(
+                2.0, mode="fan_out", distribution="untruncated_normal"),
+            name=f"encoder_conv{number}")
+        for number, (filters, strides) in enumerate(CNN_CONVOLUTIONS, start=1)]
+    flatten = keras.layers.Flatten(name="encoder_flatten")
+    mean_head, log_var_head = (
+        keras.layers.Dense(hps.z_size, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+                           name=name) for name in ("z_mean", "z_log_var"))
+
+    def encode(image):
+        x = highpass(image)  # (B, S, S, 1)
+        for convolution in convolutions:
+            x = convolution(x)  # 48: 24, 24, 12, 12, 6, 6 pixels a side
+        h = flatten(x)  # (B, 6 * 6 * 8) for S = 48
         return mean_head(h), log_var_head(h)
 
     return encode
