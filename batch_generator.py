@@ -1,4 +1,5 @@
-"""Keras batches of stroke-5 sketches drawn from a utils.DataLoader."""
+"""Keras batches of stroke-5 sketches drawn from a utils.DataLoader (and, for a CNN encoder,
+pictures of them rendered per batch)."""
 
 import math
 
@@ -33,6 +34,10 @@ class SketchBatches(keras.utils.PyDataset):
             max_seq_len. The model's loss is divided by max_seq_len either way; what a
             trimmed batch leaves out is the training pen loss on steps after every sketch
             of the batch has ended (the evaluation losses mask those steps anyway).
+        render: None, or a function of the batch's B stroke-3 sketches returning their
+            pictures (B, S, S, 1) (`sketch_rnn.raster.batch_renderer`): x is then the dict
+            {"strokes", "image"}, the pictures drawn from the augmented sketches, so that
+            the picture shows what the decoder is to draw.
         **kwargs: passed to ``keras.utils.PyDataset`` (workers, use_multiprocessing,
             max_queue_size).
     """
@@ -48,6 +53,7 @@ class SketchBatches(keras.utils.PyDataset):
         drop_remainder=True,
         bucket_batches=0,
         trim=False,
+        render=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -60,6 +66,7 @@ class SketchBatches(keras.utils.PyDataset):
         self.drop_remainder = drop_remainder
         self.bucket_batches = bucket_batches
         self.trim = trim
+        self.render = render
         self.epoch = 0  # the epoch being served, set by callbacks.BatchEpoch
         self._order_cache = None  # (epoch, permutation) of the last epoch asked for
         if len(self) == 0:
@@ -106,7 +113,8 @@ class SketchBatches(keras.utils.PyDataset):
 
         Returns:
             x: float32 stroke-5 batch of shape (B, T + 1, 5) starting with S0, where T is
-                max_seq_len, or the batch's longest sketch when trimming.
+                max_seq_len, or the batch's longest sketch when trimming; with `render`, the
+                dict {"strokes": that batch, "image": (B, S, S, 1) float32 pictures}.
             y: the targets x[:, 1:], shape (B, T, 5).
         """
         if not 0 <= i < len(self):
@@ -114,14 +122,16 @@ class SketchBatches(keras.utils.PyDataset):
         epoch = self.epoch
         indices = self._order(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, epoch, i]) if self.augment else None
-        _, x, lengths = self.loader.get_batch(indices, rng=rng, augment=self.augment)
+        sketches, x, lengths = self.loader.get_batch(indices, rng=rng, augment=self.augment)
         if self.trim:
             x = x[:, : int(lengths.max()) + 1]
         y = x[:, 1:, :].copy()  # (B, T, 5)
+        if self.render is not None:
+            return {"strokes": x, "image": self.render(sketches)}, y
         return x, y
 
 
-def evaluation_batches(loader, batch_size):
+def evaluation_batches(loader, batch_size, render=None):
     """The batches that validation and test evaluate: every sketch once, in a fixed order.
 
     Evaluation masks every loss term after a sketch's end, so sorting the sketches by
@@ -134,7 +144,8 @@ def evaluation_batches(loader, batch_size):
     Args:
         loader: `utils.DataLoader` of the split.
         batch_size: sketches per batch (the run's); the last batch may be smaller.
+        render: as `SketchBatches` (a cnn model's `sketch_rnn.raster.batch_renderer`).
     """
     trim = keras.backend.backend() != "jax"
     return SketchBatches(loader, batch_size, shuffle=False, drop_remainder=False,
-                         bucket_batches=len(loader) if trim else 0, trim=trim)
+                         bucket_batches=len(loader) if trim else 0, trim=trim, render=render)

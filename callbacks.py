@@ -51,7 +51,8 @@ class LearningRateDecay(keras.callbacks.Callback):
 
 
 class KLWeightAnnealing(keras.callbacks.Callback):
-    """Sets the `latent` layer's KL weight before each minibatch from the global step; logs `kl_weight`."""
+    """Sets the `latent` layer's KL weight before each minibatch from the global step; logs
+    `kl_weight`. Does nothing for a model without a KL term (decoder-only, or kl_weight=0)."""
 
     def __init__(self, hps):
         super().__init__()
@@ -61,11 +62,11 @@ class KLWeightAnnealing(keras.callbacks.Callback):
         return self.model.get_layer("latent").kl_weight
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.hps.conditional:
+        if self.hps.has_kl_term:
             self._variable().assign(kl_weight_at(global_step(self.model), self.hps))
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self.hps.conditional:
+        if logs is not None and self.hps.has_kl_term:
             logs["kl_weight"] = float(keras.ops.convert_to_numpy(self._variable()))
 
 
@@ -117,36 +118,61 @@ class FixedEvaluationNoise(keras.callbacks.Callback):
             self.saved = None
 
 
-def evaluate(model, loader, kl_weight=None, seed=EVALUATION_SEED):
+def evaluate(model, loader, kl_weight=None, seed=EVALUATION_SEED, classes=None):
     """The losses of one split's sketches, computed as training's validation computes them.
 
     The official evaluation (Magenta's `evaluate_model` with its eval model): no dropout,
     z sampled from the posterior (seeded, `FixedEvaluationNoise`), and the reconstruction
     loss masked after each sketch's last point, pen term included (`reconstruction_loss`
-    with mask_pen), summed and divided by batch_size * max_seq_len.
+    with mask_pen), summed and divided by batch_size * max_seq_len. A cnn model reads the
+    pictures of the sketches, rendered as in training (without augmentation).
+
+    When the loader holds labels (`utils.DataLoader(labels=...)`) of more than one class, the
+    figures of each class are computed too, on the split's sketches of that class alone (in
+    their order in the split, the z noise starting from `seed` again): the figures a run
+    evaluated on a file holding that class alone would get.
 
     Args:
         model: a compiled SketchRNN.
         loader: `utils.DataLoader` of the split, normalised with the run's scale factor.
         kl_weight: the KL weight of `loss`; None keeps the model's (the annealed value a
-            checkpoint stores), a number is set for this evaluation only.
+            checkpoint stores), a number is set for this evaluation only. A model without a
+            KL term (decoder-only, kl_weight=0) ignores it.
         seed: seed of the z noise.
+        classes: the class names, indexed by the loader's labels (default "class <k>").
 
     Returns:
-        dict: `loss` (L_R + kl_weight * max(L_KL, kl_tolerance)), `reconstruction_loss`,
-        `kl_loss` (not floored; conditional models only), `nats_per_point` (the masked
-        reconstruction loss summed over every real point of every sketch, divided by the
-        number of those points), `kl_weight`, `sketches`, `points`.
+        dict: `loss` (L_R + kl_weight * max(L_KL, kl_tolerance); L_R without a KL term),
+        `reconstruction_loss`, `kl_loss` (not floored; models with a KL term only),
+        `nats_per_point` (the masked reconstruction loss summed over every real point of
+        every sketch, divided by the number of those points), `kl_weight` (0 without a KL
+        term), `sketches`, `points`; with labels of several classes, `classes`: {class name:
+        the same figures for its sketches}, in the order of the class indices.
     """
+    logs = _evaluate(model, loader, kl_weight, seed)
+    labels = loader.labels
+    if labels is not None and len(np.unique(labels)) > 1:
+        logs["classes"] = {}
+        for label in np.unique(labels):
+            name = classes[label] if classes is not None else f"class {label}"
+            part = loader.subset(np.flatnonzero(labels == label), name=f"{loader.name} ({name})")
+            logs["classes"][name] = _evaluate(model, part, kl_weight, seed)
+    return logs
+
+
+def _evaluate(model, loader, kl_weight, seed):
+    """`evaluate` of all the loader's sketches together."""
+    from sketch_rnn.raster import batch_renderer
+
     hps = model.hps
-    latent = model.get_layer("latent") if hps.conditional else None
+    latent = model.get_layer("latent") if hps.has_kl_term else None
     previous = None
     if latent is not None:
         previous = float(keras.ops.convert_to_numpy(latent.kl_weight))
         if kl_weight is not None:
             latent.kl_weight.assign(kl_weight)
     try:
-        logs = model.evaluate(evaluation_batches(loader, hps.batch_size),
+        logs = model.evaluate(evaluation_batches(loader, hps.batch_size, batch_renderer(hps)),
                               callbacks=[FixedEvaluationNoise(seed)], return_dict=True, verbose=0)
     finally:
         if latent is not None:
@@ -156,7 +182,7 @@ def evaluate(model, loader, kl_weight=None, seed=EVALUATION_SEED):
     # averaged with weights B), so the sum over the split's points is figure * sketches * T.
     logs["nats_per_point"] = logs["reconstruction_loss"] * len(loader) * hps.max_seq_len / points
     if latent is None:
-        logs.pop("kl_loss", None)  # a decoder-only model has no KL term
+        logs.pop("kl_loss", None)  # no KL term: decoder-only, or kl_weight=0
         used = 0.0
     else:
         used = previous if kl_weight is None else float(kl_weight)

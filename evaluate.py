@@ -11,9 +11,11 @@ Usage:
 The losses are the official evaluation's, computed by the code that computes training's
 validation (`callbacks.evaluate`): no dropout, z sampled from the posterior with a fixed seed,
 the reconstruction loss masked after each sketch's last point and divided by
-batch_size * max_seq_len. `loss` weighs the KL term with the run's final kl_weight. A run
-trained on several data sets is evaluated on their merged split (what training reports) and
-on each set's split alone. nats/point is the reconstruction loss summed over the sketches'
+batch_size * max_seq_len. `loss` weighs the KL term with the run's final kl_weight (a run
+trained with kl_weight=0 has no KL term: its loss is the reconstruction loss). A run whose
+sketches are of several classes (several data sets, or a file with labels, such as
+prepare_data.py writes) is evaluated on the merged split (what training reports) and on each
+class's sketches alone. nats/point is the reconstruction loss summed over the sketches'
 points, divided by their number.
 """
 
@@ -85,14 +87,19 @@ def check_args(args):
 
 
 def evaluate_run(run_dir, checkpoint, data_dir, splits, seed=None):
-    """Evaluates a run's weights on its splits, merged and per data set.
+    """Evaluates a run's weights on its splits, merged and per class.
+
+    A sketch's class is its file's label for it (`utils.load_labelled_strokes`), else its
+    data set: a run of cat,guitar is evaluated on cats and on guitars, a run of one file
+    with labels on each labelled class.
 
     Returns:
         dict: `run_dir`, `checkpoint`, its `epoch` and `step` where known, `kl_weight` (the
-        final one, which `loss` uses), `checkpoint_kl_weight` (the annealed weight the
-        checkpoint stores, which training's val_loss used), `kl_tolerance`, `z_seed`,
-        `data_sets`, and `splits`: {split: {"all": figures, <data set>: figures, ...}},
-        figures as `callbacks.evaluate` returns them.
+        final one, which `loss` uses; 0 without a KL term), `checkpoint_kl_weight` (the
+        annealed weight the checkpoint stores, which training's val_loss used),
+        `kl_tolerance`, `z_seed`, `data_sets`, `classes`, and `splits`: {split: {"all":
+        figures, <class>: figures, ...}}, figures as `callbacks.evaluate` returns them (one
+        class: "all" and its name give the same figures).
     """
     import keras
 
@@ -106,30 +113,25 @@ def evaluate_run(run_dir, checkpoint, data_dir, splits, seed=None):
     drawer = load_run(run_dir, checkpoint, jit_compile=False)
     hps, model = drawer.hps, compile_model(drawer.model, drawer.hps)
     stored_kl_weight = (float(keras.ops.convert_to_numpy(model.get_layer("latent").kl_weight))
-                        if hps.conditional else 0.0)
+                        if hps.has_kl_term else 0.0)
+    strokes, labels, classes = utils.load_labelled_strokes(data_dir, ",".join(drawer.data_sets))
     report = {"run_dir": run_dir, "checkpoint": checkpoint, **checkpoint_position(checkpoint),
-              "kl_weight": hps.kl_weight if hps.conditional else 0.0,
+              "kl_weight": hps.kl_weight if hps.has_kl_term else 0.0,
               "checkpoint_kl_weight": stored_kl_weight, "kl_tolerance": hps.kl_tolerance,
-              "z_seed": seed, "data_sets": drawer.data_sets, "splits": {}}
-    per_set = {name: utils.load_strokes(data_dir, name) for name in drawer.data_sets}
-
-    def figures(strokes, name):
-        loader = utils.DataLoader(strokes, batch_size=hps.batch_size, max_seq_len=hps.max_seq_len,
-                                  name=name)
-        if len(loader) == 0:
-            return None  # every sketch is longer than max_seq_len
-        loader.normalize(drawer.scale_factor)
-        return evaluate(model, loader, kl_weight=report["kl_weight"], seed=seed)
-
+              "z_seed": seed, "data_sets": drawer.data_sets, "classes": classes, "splits": {}}
     for split in splits:
-        index = utils.SPLITS.index(split)
-        merged = [sketch for strokes in per_set.values() for sketch in strokes[index]]
-        results = {"all": figures(merged, split if len(per_set) == 1 else f"{split} (all)")}
-        for name, strokes in per_set.items():
-            # One data set: its split is the merged one, evaluated once.
-            results[name] = results["all"] if len(per_set) == 1 else figures(
-                strokes[index], f"{split} ({name})")
-        report["splits"][split] = results
+        loader = utils.DataLoader(strokes[split], batch_size=hps.batch_size,
+                                  max_seq_len=hps.max_seq_len, name=split, labels=labels[split])
+        if len(loader) == 0:  # every sketch is longer than max_seq_len
+            report["splits"][split] = {"all": None, **{name: None for name in classes}}
+            continue
+        loader.normalize(drawer.scale_factor)
+        figures = evaluate(model, loader, kl_weight=report["kl_weight"], seed=seed,
+                           classes=classes)
+        per_class = figures.pop("classes", None)
+        if per_class is None:  # the split holds one class: its figures are the split's
+            per_class = {classes[int(loader.labels[0])]: figures}
+        report["splits"][split] = {"all": figures, **per_class}
     return report
 
 
@@ -157,16 +159,17 @@ def checkpoint_position(checkpoint):
 def format_table(report):
     """The report as a header line and one row per split and data set."""
     position = "".join(f", {k} {report[k]}" for k in ("epoch", "step") if k in report)
+    loss = (f"reconstruction + {report['kl_weight']:g} * max(KL, {report['kl_tolerance']:g})"
+            if report["kl_weight"] > 0 else "reconstruction (no KL term)")
     lines = [f"{report['run_dir']}: {report['checkpoint']}{position}",
-             f"loss = reconstruction + {report['kl_weight']:g} * max(KL, {report['kl_tolerance']:g}); "
-             f"z noise seed {report['z_seed']}", ""]
-    header = ("split", "data set", "sketches", "points", "reconstruction", "KL", "loss", "nats/point")
+             f"loss = {loss}; z noise seed {report['z_seed']}", ""]
+    header = ("split", "class", "sketches", "points", "reconstruction", "KL", "loss", "nats/point")
     rows = []
-    several = len(report["data_sets"]) > 1
+    several = len(report["classes"]) > 1
     for split, results in report["splits"].items():
         for name, figures in results.items():
             if several or name != "all":
-                label = "all: " + ",".join(report["data_sets"]) if name == "all" else name
+                label = "all: " + ",".join(report["classes"]) if name == "all" else name
                 rows.append((split, label, figures))
     widths = [max(len(header[1]), *(len(label) for _, label, _ in rows))]
     lines.append(f"{header[0]:<6} {header[1]:<{widths[0]}} " + " ".join(

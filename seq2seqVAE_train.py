@@ -137,8 +137,10 @@ def prepare(args):
         scale_factor = None
         data_sets = requested or ["aaron_sheep"]
 
-    train_strokes, valid_strokes, test_strokes = utils.load_strokes(
+    # Each sketch keeps its class (a file's labels, else its data set), for the per-class test.
+    strokes, labels, classes = utils.load_labelled_strokes(
         args.data_dir, ",".join(data_sets), base_url=args.base_url)
+    train_strokes, valid_strokes, test_strokes = (strokes[split] for split in utils.SPLITS)
     cap = hps.max_seq_len
     if checkpoint is None:
         # Pad to the longest sketch kept, as the official code pads to the data's longest
@@ -150,7 +152,8 @@ def prepare(args):
         loaders[name] = utils.DataLoader(
             strokes, batch_size=hps.batch_size, max_seq_len=hps.max_seq_len,
             random_scale_factor=hps.random_scale_factor if name == "train" else 0.0,
-            augment_stroke_prob=hps.augment_stroke_prob if name == "train" else 0.0, name=name)
+            augment_stroke_prob=hps.augment_stroke_prob if name == "train" else 0.0, name=name,
+            labels=labels[name])
         if len(loaders[name]) == 0:
             limit = (f"max_seq_len={cap}; raise it with --hparams=max_seq_len=N" if checkpoint is None
                      else f"max_seq_len={hps.max_seq_len}, the length of the run in {config_path}")
@@ -170,11 +173,11 @@ def prepare(args):
                          f"{len(loaders['train'])} training sketches")
     return dict(hps=hps, loaders=loaders, scale_factor=scale_factor, data_sets=data_sets,
                 experiment_dir=experiment_dir, checkpoint=checkpoint, initial_epoch=initial_epoch,
-                max_seq_len_cap=cap)
+                max_seq_len_cap=cap, classes=classes)
 
 
 def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoint, initial_epoch,
-          max_seq_len_cap):
+          max_seq_len_cap, classes):
     """Builds the model, trains with checkpoints, then evaluates on the test split."""
     import keras
 
@@ -189,6 +192,7 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
         write_json_atomically,
     )
     from seq2seqVAE import build_model, compile_model, describe_engines, resolved_matmul_dtype
+    from sketch_rnn.raster import batch_renderer
 
     config_path = os.path.join(experiment_dir, "model_config.json")
     checkpoint_dir = os.path.join(experiment_dir, "checkpoints")
@@ -201,6 +205,7 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
             "max_seq_len": hps.max_seq_len,  # the length found in the data, as hparams holds it
             "max_seq_len_cap": max_seq_len_cap,  # the hparam as given: the most it could be
             "data_set": data_sets,
+            "classes": classes,  # the sketches' classes: a file's labels, else its data set
             "num_sketches": {name: len(loader) for name, loader in loaders.items()},
             "keras_version": keras.__version__,
             "backend": keras.backend.backend(),
@@ -216,10 +221,13 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
             print(f"error: {err}", file=sys.stderr)
             return 2
 
+    # A cnn model's batches carry pictures of their (augmented) sketches, rendered per batch.
+    render = batch_renderer(hps)
     train_batches = SketchBatches(loaders["train"], hps.batch_size, augment=True, shuffle=True,
                                   seed=hps.seed, steps_per_epoch=hps.steps_per_epoch or None,
-                                  bucket_batches=hps.bucket_batches, trim=hps.bucket_batches > 0)
-    valid_batches = evaluation_batches(loaders["valid"], hps.batch_size)
+                                  bucket_batches=hps.bucket_batches, trim=hps.bucket_batches > 0,
+                                  render=render)
+    valid_batches = evaluation_batches(loaders["valid"], hps.batch_size, render)
 
     checkpointer = Checkpoint(checkpoint_dir, save_every=hps.save_every)
     callbacks = [
@@ -276,15 +284,17 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
     if checkpointer.stopped_on_nan:
         return 1
 
-    return evaluate_test_split(model, hps, loaders["test"], checkpoint_dir, experiment_dir)
+    return evaluate_test_split(model, hps, loaders["test"], checkpoint_dir, experiment_dir,
+                               classes)
 
 
-def evaluate_test_split(model, hps, loader, checkpoint_dir, experiment_dir):
+def evaluate_test_split(model, hps, loader, checkpoint_dir, experiment_dir, classes=None):
     """Evaluates the best weights (by validation loss) on the test split; writes test_losses.json.
 
     The loss uses the final KL weight, hps.kl_weight, so that runs compare whatever step
     their best model came from. Without a best model (no finite validation loss), the last
-    weights are evaluated, and the output says so.
+    weights are evaluated, and the output says so. With sketches of several classes, each
+    class's figures too (`callbacks.evaluate`), one line each.
     """
     import json
 
@@ -301,13 +311,19 @@ def evaluate_test_split(model, hps, loader, checkpoint_dir, experiment_dir):
             check_regular_file(best_json)
             with open(best_json) as f:
                 which.update({k: v for k, v in json.load(f).items() if k in ("epoch", "step")})
-    losses = evaluate(model, loader, kl_weight=hps.kl_weight)
+    losses = evaluate(model, loader, kl_weight=hps.kl_weight, classes=classes)
     write_json_atomically({**losses, **which, "z_seed": EVALUATION_SEED},
                           os.path.join(experiment_dir, "test_losses.json"))
-    figures = ", ".join(f"{k} {losses[k]:.4f}" for k in (
-        "loss", "reconstruction_loss", "kl_loss", "nats_per_point") if k in losses)
+
+    def figures(values):
+        return ", ".join(f"{k} {values[k]:.4f}" for k in (
+            "loss", "reconstruction_loss", "kl_loss", "nats_per_point") if k in values)
+
     where = "".join(f", {k} {which[k]}" for k in ("epoch", "step") if k in which)
-    print(f"Test: {figures} (kl_weight {losses['kl_weight']:g}; weights: {which['weights']}{where})")
+    print(f"Test: {figures(losses)} (kl_weight {losses['kl_weight']:g}; "
+          f"weights: {which['weights']}{where})")
+    for name, values in losses.get("classes", {}).items():
+        print(f"  {name} ({values['sketches']} sketches): {figures(values)}")
     return 0
 
 

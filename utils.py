@@ -12,6 +12,7 @@ arrays, which ``np.load`` can only read by unpickling, i.e. by letting the file 
 code. ``load_npz`` reads them with an unpickler that can only rebuild numpy arrays.
 """
 
+import copy
 import http.client
 import io
 import json
@@ -1407,6 +1408,18 @@ class DataLoader:
 
     def __len__(self):
         return len(self.strokes)
+
+    def subset(self, indices, name=None):
+        """A loader of the sketches at ``indices`` (and their labels), in that order, with
+        this one's settings; nothing is preprocessed again (the sketch arrays are shared)."""
+        indices = np.asarray(indices, np.int64)
+        part = copy.copy(self)
+        part.strokes = [self.strokes[i] for i in indices]
+        part.lengths = self.lengths[indices]
+        part.labels = None if self.labels is None else self.labels[indices]
+        part.num_dropped = 0
+        part.name = self.name if name is None else name
+        return part
 
     @property
     def num_batches(self):
