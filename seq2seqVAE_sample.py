@@ -18,6 +18,10 @@ Usage:
     # ... or of a drawing of your own: a .npy or .json stroke-3 file in the data's units
     python seq2seqVAE_sample.py --run_dir=examples/sheep --mode=complete --prefix=mine.json
 
+    # a picture (PNG, JPEG) redrawn as strokes 5 times, by a run trained with encoder=cnn
+    python seq2seqVAE_sample.py --run_dir=experiments/pix2seq --mode=reconstruct \
+        --image=doodle.png --count=5 --format=png
+
 Pictures go to --output_dir (default <run_dir>/drawings), named after the mode, temperature
 and seed: <mode>-t<temperature>-s<seed>.svg or .png, one grid, or <mode>-t<temperature>-
 s<seed>-NNN.gif, one per drawn sketch ("greedy" for the temperature with --greedy). A file
@@ -25,7 +29,9 @@ that exists is an error unless --force. A grid fits each sketch into a --cell_si
 with --cell_size=0, and in GIFs without --gif_size, sketches are drawn at the data's size,
 un-normalised with the run's stored scale factor. reconstruct, interpolate and complete read
 the test sketches of the run's data sets from --data_dir (downloading a known data set that
-is missing). complete draws the prefix in blue and the continuations in black.
+is missing). complete draws the prefix in blue and the continuations in black. reconstruct
+with --image (a run trained with encoder=cnn) redraws pictures instead of test sketches: each
+is converted to what the model read in training and redrawn --count times, one row per picture.
 """
 
 import math
@@ -81,6 +87,10 @@ def parse_args(argv=None):
                         help="complete: a sketch file to continue instead of test sketches, in the "
                              "data's units: a .npy (N, 3) stroke-3 array, or a .json list of "
                              "[dx, dy, pen_lifted] rows or of strokes of absolute [x, y] points")
+    parser.add_argument("--image", action="append", default=None,
+                        help="reconstruct: redraw this picture of a sketch (PNG, JPEG, ...: dark "
+                             "lines on a light background or the reverse) --count times; repeat "
+                             "the flag for more pictures; needs a model trained with encoder=cnn")
     parser.add_argument("--method", default="slerp", choices=["slerp", "lerp"],
                         help="interpolation between the two latent vectors")
     parser.add_argument("--independent_noise", action="store_true",
@@ -165,6 +175,9 @@ def draw(args):
             prefix_lengths += [len(prefix)] * (1 + len(completions))
             gif_prefixes += [len(prefix)] * len(completions)
         columns = columns or args.count + 1
+    elif args.image:
+        grid, labels, sketches = redraw_pictures(args, drawer, draw_options, drawn_labels)
+        columns = columns or args.count
     else:
         if not drawer.hps.conditional:
             raise ValueError(f"--mode={args.mode}: the run in {args.run_dir} has no encoder "
@@ -208,6 +221,23 @@ def draw(args):
     write(grid, paths[0], columns=columns, labels=labels, scale_factor=scale,
           cell_size=args.cell_size or None, prefix_lengths=prefix_lengths)
     return paths
+
+
+def redraw_pictures(args, drawer, draw_options, drawn_labels):
+    """--image: each picture redrawn --count times; returns (grid, labels, sketches)."""
+    import numpy as np
+
+    hps = drawer.hps
+    if not (hps.conditional and hps.encoder == "cnn"):
+        kind = "has no encoder" if not hps.conditional else "encodes strokes (encoder=rnn)"
+        raise ValueError(f"--image: the run in {args.run_dir} {kind}; pictures need a run trained "
+                         "with --hparams=encoder=cnn")
+    z = drawer.encode_image(args.image)  # (pictures, Nz), the posterior means
+    sketches = drawer.decode(np.repeat(z, args.count, axis=0), **draw_options)
+    labels = []
+    for path in args.image:
+        labels += [f"{os.path.basename(path)}, " + label for label in drawn_labels(args.count)]
+    return sketches, labels, sketches
 
 
 def picture_name(args, seed):
@@ -256,6 +286,10 @@ def check_args(args):
         for flag in ("prefix", "prefix_strokes"):
             if getattr(args, flag) is not None:
                 raise ValueError(f"--{flag} applies to --mode=complete, not --mode={args.mode}")
+    if args.image and args.mode != "reconstruct":
+        raise ValueError(f"--image applies to --mode=reconstruct, not --mode={args.mode}")
+    if args.image and args.indices is not None:
+        raise ValueError("--image and --indices: give one (pictures to redraw, or test sketches)")
     if args.independent_noise and args.mode != "interpolate":
         raise ValueError(f"--independent_noise applies to --mode=interpolate, not --mode={args.mode}")
     if args.prefix is not None and args.indices is not None:
@@ -274,6 +308,8 @@ def check_run(args):
         utils.check_regular_file(args.checkpoint, "--checkpoint")
     if args.prefix is not None:
         utils.check_regular_file(args.prefix, "--prefix")
+    for path in args.image or ():
+        utils.check_regular_file(path, "--image")
 
 
 def check_output_dir(args):

@@ -13,7 +13,7 @@ import numpy as np
 from keras import ops
 
 import utils
-from sketch_rnn import backend, legacy
+from sketch_rnn import backend, legacy, raster
 from sketch_rnn.hparams import load_config
 from sketch_rnn.mixture import sample_stroke
 from sketch_rnn.model import build_model
@@ -134,6 +134,9 @@ class SketchRNNDrawer:
     def encode(self, sketches, sample=False, seed=None):
         """Encodes stroke-3 sketches (model units) to latent vectors.
 
+        A cnn model (encoder=cnn) encodes their pictures, rendered as in training
+        (`render`).
+
         Args:
             sketches: sequence of B (N_b, 3) arrays, N_b <= max_seq_len.
             sample: False returns the posterior mean z_mean; True draws
@@ -145,7 +148,58 @@ class SketchRNNDrawer:
         """
         if self.encoder is None:
             _require_conditional(self.model, "has no encoder")
-        batch = utils.to_stroke5(sketches, self.hps.max_seq_len)
+        if self.hps.encoder == "cnn":
+            return self._encode(self.render(sketches)[..., None], sample, seed)
+        return self._encode(utils.to_stroke5(sketches, self.hps.max_seq_len), sample, seed)
+
+    def encode_image(self, images, sample=False, seed=None):
+        """Encodes pictures of sketches (a cnn model's): files, Pillow images or arrays.
+
+        Each picture is converted to what training renders (`picture`): grey, inverted if
+        its strokes are darker than its background, cropped to the strokes, fitted and
+        centred in the img_size square with img_margin, lines made img_line_width wide.
+
+        Args:
+            images: one picture or a list of them: a path to a PNG, JPEG (or other file
+                Pillow reads), a Pillow image, or an (H, W), (H, W, 3) or (H, W, 4) array
+                (integers 0-255, floats 0-1).
+            sample, seed: as `encode`.
+
+        Returns:
+            (B, Nz) float32, one row per picture.
+
+        Raises:
+            ValueError: for a model that reads strokes (encoder=rnn), or naming a picture
+                that cannot be read or shows no strokes.
+        """
+        if self.encoder is None:
+            _require_conditional(self.model, "has no encoder")
+        if self.hps.encoder != "cnn":
+            raise ValueError("this model's encoder reads strokes (encoder=rnn), not pictures: "
+                             "encode_image needs a model trained with encoder=cnn")
+        return self._encode(self.picture(images)[..., None], sample, seed)
+
+    def render(self, sketches):
+        """The pictures a cnn model reads for stroke-3 sketches: (B, S, S) float32 in [0, 1],
+        strokes bright (`sketch_rnn.raster.render_sketches` with the run's img_* hparams)."""
+        hps = self.hps
+        return raster.render_sketches(sketches, hps.img_size, hps.img_line_width, hps.img_margin)
+
+    def picture(self, images):
+        """Pictures converted as `encode_image` converts them: (B, S, S) float32 in [0, 1]."""
+        from PIL import Image
+
+        hps = self.hps
+        one = isinstance(images, (str, os.PathLike, Image.Image)) or (
+            isinstance(images, np.ndarray) and images.dtype != object and images.ndim in (2, 3)
+            and (images.ndim == 2 or images.shape[-1] in (1, 3, 4)))
+        images = [images] if one else list(images)
+        if not images:
+            raise ValueError("no pictures to encode")
+        return np.stack([raster.picture_to_input(image, hps.img_size, hps.img_line_width,
+                                                 hps.img_margin) for image in images])
+
+    def _encode(self, batch, sample, seed):
         z_mean, z_log_var = self.encoder.predict(batch, batch_size=self.hps.batch_size, verbose=0)
         if not sample:
             return z_mean
@@ -535,12 +589,14 @@ def encoder_model(model):
         model: a SketchRNN from `build_model` with conditional=True.
 
     Returns:
-        a keras.Model: stroke-5 sketches with the start token (B, T + 1, 5) ->
-        [z_mean, z_log_var], each (B, Nz) (the paper's mu and sigma-hat, eq. 2).
+        a keras.Model: stroke-5 sketches with the start token (B, T + 1, 5), or for a cnn
+        model their pictures (B, S, S, 1), -> [z_mean, z_log_var], each (B, Nz) (the paper's
+        mu and sigma-hat, eq. 2).
     """
     _require_conditional(model, "has no encoder")
-    return keras.Model(model.input, [model.get_layer("z_mean").output,
-                                     model.get_layer("z_log_var").output], name="encoder")
+    inputs = model.input["image"] if model.hps.encoder == "cnn" else model.input
+    return keras.Model(inputs, [model.get_layer("z_mean").output,
+                                model.get_layer("z_log_var").output], name="encoder")
 
 
 def initial_state_model(model):

@@ -1,4 +1,4 @@
-"""Sketch_RNN_Keras.ipynb runs top to bottom: on the shipped model, and on a two-set run."""
+"""Sketch_RNN_Keras.ipynb runs top to bottom: on the shipped model, and on a two-set cnn run."""
 
 import json
 import re
@@ -53,6 +53,8 @@ def test_notebook_runs_on_the_shipped_model(shared_datasets):
     assert any("image/gif" in output.get("data", {}) for output in gif)
     latent = outputs_of(notebook, "principal")
     assert "trained on one data set" in "".join(output.get("text", "") for output in latent)
+    picture = "".join(output.get("text", "") for output in outputs_of(notebook, "encode_image("))
+    assert "encodes strokes (encoder=rnn)" in picture
     completions = outputs_of(notebook, "drawer.complete(")
     assert sum("image/svg+xml" in output.get("data", {}) for output in completions) == 2
     # Keras prints summaries as rich display data: the text of each model's table.
@@ -72,9 +74,10 @@ def test_notebook_shows_the_latent_space_of_a_two_set_model(shared_datasets, tmp
 
     from seq2seqVAE import HParams, build_model
 
-    # With the other official cells, so that the notebook draws with them too.
-    hps = HParams.parse("enc_rnn_size=8,dec_rnn_size=16,z_size=4,num_mixture=3,max_seq_len=250,"
-                        "enc_model=layer_norm,dec_model=hyper")
+    # sketch-pix2seq's model (a CNN encoder, no KL term, the HyperLSTM decoder), so that the
+    # notebook encodes pictures and draws with another official cell.
+    hps = HParams.parse("dec_rnn_size=16,z_size=4,num_mixture=3,max_seq_len=250,encoder=cnn,"
+                        "kl_weight=0,dec_model=hyper")
     keras.utils.set_random_seed(0)
     model = build_model(hps)
     (tmp_path / "checkpoints").mkdir()
@@ -86,6 +89,10 @@ def test_notebook_shows_the_latent_space_of_a_two_set_model(shared_datasets, tmp
     latent = outputs_of(notebook, "principal")
     assert any("image/png" in output.get("data", {}) for output in latent)
     summary = "".join(output.get("text", "") for output in outputs_of(notebook, "load_run(RUN_DIR)"))
-    assert "encoder layer_norm 8, decoder hyper 16" in summary
+    assert "encoder cnn on 48x48 pictures, decoder hyper 16" in summary
     pictures = outputs_of(notebook, "samples = drawer.sample(")
     assert any("image/svg+xml" in output.get("data", {}) for output in pictures)
+    # The picture as given and as the CNN reads it, then its redrawings.
+    redrawn = outputs_of(notebook, "encode_image(")
+    assert sum("image/png" in output.get("data", {}) for output in redrawn) == 2
+    assert sum("image/svg+xml" in output.get("data", {}) for output in redrawn) == 1
