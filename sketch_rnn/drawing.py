@@ -103,6 +103,9 @@ class SketchRNNDrawer:
     call with a new number of sketches is that much slower. The recurrent matmuls are in the
     cell's dtype (`lstm_matmul_dtype`). On JAX the loop is `jax.jit`-compiled.
 
+    A cnn model (encoder=cnn, sketch-pix2seq) encodes pictures: `encode` renders the sketches
+    as training did, and `encode_image` takes picture files or arrays.
+
     Build it with `load_run(run_dir)`, or from a model in memory.
 
     Args:

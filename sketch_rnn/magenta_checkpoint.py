@@ -209,4 +209,8 @@ def _apply_overrides(hps, overrides):
         if key in TAKEN_HPARAMS:
             raise ValueError(f"--hparams: '{key}' comes from the official model_config.json; "
                              "only settings the official model does not have can be given")
-    return HParams.parse(overrides, base=hps)
+    hps = HParams.parse(overrides, base=hps)
+    if hps.encoder != "rnn":
+        raise ValueError(f"--hparams: encoder={hps.encoder}: an official checkpoint holds "
+                         "Sketch-RNN's bidirectional RNN encoder (encoder=rnn)")
+    return hps

@@ -227,6 +227,9 @@ def test_hparams_of_the_official_model_cannot_be_overridden(tmp_path, capsys):
     code = convert(FIXTURES / "lstm", tmp_path / "run", "--scale_factor", "18.5",
                    "--hparams", "dec_rnn_size=64")
     assert_refused(capsys, code, "'dec_rnn_size' comes from the official model_config.json")
+    code = convert(FIXTURES / "lstm", tmp_path / "run", "--scale_factor", "18.5",
+                   "--hparams", "encoder=cnn")
+    assert_refused(capsys, code, "encoder=cnn: an official checkpoint holds")
 
 
 def test_an_existing_run_folder_is_replaced_only_with_force(tmp_path, capsys):
