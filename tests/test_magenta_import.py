@@ -119,7 +119,7 @@ def test_the_sampler_draws_from_an_imported_run(name, converted, shared_datasets
         shutil.copytree(converted(name), run_dir)
     assert seq2seqVAE_sample.main(["--run_dir", str(run_dir), "--count", "4", "--format", "png",
                                    "--seed", "1", "--temperature", "0.5"]) == 0
-    with Image.open(run_dir / "drawings" / "sample.png") as picture:
+    with Image.open(run_dir / "drawings" / "sample-t0.50-s1.png") as picture:
         pixels = np.asarray(picture.convert("L"))
     assert pixels.min() < 128 < pixels.max()  # strokes drawn on a light background
 
