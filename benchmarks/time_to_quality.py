@@ -123,20 +123,23 @@ def compare_curves(ours, official):
     Returns:
         dict: `official_minutes` and `official_nats_per_point` (the official curve's last
         point), `ours_minutes_to_official_final` (time_to_reach along ours, None if never),
-        `speedup` (official_minutes / that time, None if ours never got there),
+        `speedup` (official_minutes / that time; None if ours never got there, or if ours
+        was there from its first evaluation, the initial weights: then the official run has
+        not learned anything that a speed-up could measure),
         `equal_time_minutes` (the end of the shorter curve) and `difference_at_equal_time`
         (official minus ours there, both interpolated: positive when ours is lower).
     """
     official_points, our_points = points_of(official), points_of(ours)
     official_minutes, official_final = official_points[-1]
     reached = time_to_reach(our_points, official_final)
+    measurable = reached is not None and our_points[0][1] > official_final
     equal_time = min(our_points[-1][0], official_minutes)
     ours_then, official_then = value_at(our_points, equal_time), value_at(official_points, equal_time)
     return {
         "official_minutes": official_minutes,
         "official_nats_per_point": official_final,
         "ours_minutes_to_official_final": reached,
-        "speedup": official_minutes / reached if reached else None,
+        "speedup": official_minutes / reached if measurable else None,
         "equal_time_minutes": equal_time,
         "difference_at_equal_time": (None if ours_then is None or official_then is None
                                      else official_then - ours_then),
@@ -401,7 +404,8 @@ def format_report(report, every, minutes):
     for side, result in (("ours", ours), ("official", official)):
         if result:
             lines.append(f"{side:>8}: {result['steps']} steps in {result['train_minutes']:.2f} min "
-                         f"({result['s_per_step']:.3f} s/step counting start-up), padded to "
+                         f"({result['s_per_step']:.3f} s/step counting the start-up, "
+                         f"{result['curve'][0]['minutes'] * 60:.1f} s to build the model), padded to "
                          f"{result['max_seq_len']}, evaluation {result['eval_seconds']:.0f} s not "
                          f"counted; valid {result['valid_sketches']} sketches, "
                          f"{result['valid_points']} points; stopped: {result['stopped']}")
@@ -422,6 +426,9 @@ def format_report(report, every, minutes):
         if reached is None:
             lines.append(f"ours did not reach the official's final {report['official_nats_per_point']:.4f} "
                          f"nats/point (at {report['official_minutes']:.2f} min) within the budget")
+        elif report["speedup"] is None:
+            lines.append(f"no speed-up: the official's final {report['official_nats_per_point']:.4f} "
+                         "nats/point is no better than our initial weights' (a budget too short)")
         else:
             lines.append(f"ours reached the official's final {report['official_nats_per_point']:.4f} "
                          f"nats/point (at {report['official_minutes']:.2f} min) after {reached:.2f} min: "
@@ -451,7 +458,7 @@ def plot_curves(path, report):
     if report.get("official"):
         axes.axhline(report["official_nats_per_point"], color="gray", linestyle=":", linewidth=1,
                      label="official, final")
-        if report["ours_minutes_to_official_final"] is not None:
+        if report["speedup"] is not None:
             axes.axvline(report["ours_minutes_to_official_final"], color="gray", linestyle="--",
                          linewidth=1, label=f"ours reaches it ({report['speedup']:.1f}x)")
     axes.set_xlabel("training minutes (evaluation not counted)")

@@ -59,6 +59,13 @@ def test_difference_at_equal_time_is_taken_at_the_end_of_the_shorter_curve():
     assert worse["difference_at_equal_time"] == pytest.approx(-0.2)
 
 
+def test_no_speedup_when_the_official_run_ends_no_better_than_our_initial_weights():
+    # A budget too short: the official final 3.1 is above our first evaluation, 3.0 at 0.01 min.
+    result = compare_curves([(0.01, 3.0), (1.0, 2.5)], [(0.4, 3.0), (1.1, 3.1)])
+    assert result["ours_minutes_to_official_final"] == pytest.approx(0.01)
+    assert result["speedup"] is None
+
+
 def official_style_batch(sketches, max_len):
     """Stroke-5 batch as Magenta's pad_batch builds it: the start token, then the points, then p3."""
     x = np.zeros((len(sketches), max_len + 1, 5))
