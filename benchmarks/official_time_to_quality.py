@@ -5,7 +5,7 @@ Run by `time_to_quality.py` in the official environment (see `official_reference
     /tmp/official/bin/python benchmarks/official_time_to_quality.py \\
         --wheel /tmp/official/wheel/magenta-2.1.4-py3-none-any.whl \\
         --data ../shared/datasets/aaron_sheep.npz [--minutes 20] [--eval_every_minutes 2] \\
-        [--seed 0] [--hparams "k=v,..."]
+        [--seed 0] [--hparams "k=v,..."] [--save_checkpoint DIR]
 
 The official code runs unchanged from Magenta's wheel: `sketch_rnn_train.load_dataset` (its
 max_seq_len, the data's longest sketch; its scale factor), `model.Model` and the body of
@@ -69,6 +69,10 @@ def main(argv=None):
     parser.add_argument("--eval_every_minutes", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0, help="NumPy and graph seed")
     parser.add_argument("--hparams", default="", help="overrides of the official defaults")
+    parser.add_argument("--save_checkpoint", metavar="DIR",
+                        help="at the end, save the weights as the official code does (a TF1 "
+                             "checkpoint and model_config.json), e.g. to check the figures with "
+                             "convert_model.py --from_magenta and evaluate.py")
     args = parser.parse_args(argv)
     for flag, path in (("--wheel", args.wheel), ("--data", args.data)):
         if not os.path.isfile(path):
@@ -172,6 +176,11 @@ def main(argv=None):
         if stopped != "budget" or marks.finished(now):
             break
 
+    if args.save_checkpoint:
+        os.makedirs(args.save_checkpoint, exist_ok=True)
+        with open(os.path.join(args.save_checkpoint, "model_config.json"), "w") as f:
+            f.write(hps.to_json())
+        sketch_rnn_train.save_model(session, args.save_checkpoint, curve[-1]["step"])
     steps = curve[-1]["step"]
     emit("result", result={
         "curve": curve,
