@@ -178,7 +178,7 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
     """Builds the model, trains with checkpoints, then evaluates on the test split."""
     import keras
 
-    from batch_generator import SketchBatches, evaluation_batches
+    from batch_generator import evaluation_batches
     from callbacks import (
         BatchEpoch,
         Checkpoint,
@@ -216,9 +216,7 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
             print(f"error: {err}", file=sys.stderr)
             return 2
 
-    train_batches = SketchBatches(loaders["train"], hps.batch_size, augment=True, shuffle=True,
-                                  seed=hps.seed, steps_per_epoch=hps.steps_per_epoch or None,
-                                  bucket_batches=hps.bucket_batches, trim=hps.bucket_batches > 0)
+    train_batches = training_batches(hps, loaders["train"])
     valid_batches = evaluation_batches(loaders["valid"], hps.batch_size)
 
     checkpointer = Checkpoint(checkpoint_dir, save_every=hps.save_every)
@@ -277,6 +275,16 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
         return 1
 
     return evaluate_test_split(model, hps, loaders["test"], checkpoint_dir, experiment_dir)
+
+
+def training_batches(hps, loader):
+    """The training command's batches of `loader`: shuffled and augmented from hps.seed and the
+    epoch, bucketed and trimmed when hps.bucket_batches asks (benchmarks train on these too)."""
+    from batch_generator import SketchBatches
+
+    return SketchBatches(loader, hps.batch_size, augment=True, shuffle=True, seed=hps.seed,
+                         steps_per_epoch=hps.steps_per_epoch or None,
+                         bucket_batches=hps.bucket_batches, trim=hps.bucket_batches > 0)
 
 
 def evaluate_test_split(model, hps, loader, checkpoint_dir, experiment_dir):
