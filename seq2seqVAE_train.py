@@ -241,7 +241,7 @@ def train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir,
     chief = is_chief(strategy)
     if chief:
         return _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir,
-                      experiment_dir, checkpoint, initial_epoch, max_seq_len_cap)
+                      experiment_dir, checkpoint, initial_epoch, max_seq_len_cap, chief=True)
     scratch = args.worker_scratch_dir or tempfile.mkdtemp(prefix="sketch-rnn-worker-")
     print(f"Not the chief: checkpoints go to {scratch}; the chief writes {experiment_dir}")
     try:
@@ -253,14 +253,14 @@ def train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir,
             if os.path.isfile(source):
                 shutil.copyfile(source, os.path.join(scratch, "checkpoints", name))
         return _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir,
-                      scratch, checkpoint, initial_epoch, max_seq_len_cap)
+                      scratch, checkpoint, initial_epoch, max_seq_len_cap, chief=False)
     finally:
         if args.worker_scratch_dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir, write_dir,
-           checkpoint, initial_epoch, max_seq_len_cap):
+           checkpoint, initial_epoch, max_seq_len_cap, chief):
     import keras
 
     from batch_generator import SketchBatches, evaluation_batches
@@ -275,7 +275,6 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
     )
     from seq2seqVAE import build_model, compile_model, describe_engines, resolved_matmul_dtype
 
-    chief = write_dir == experiment_dir
     config_path = os.path.join(experiment_dir, "model_config.json")
     checkpoint_dir = os.path.join(write_dir, "checkpoints")
     os.makedirs(checkpoint_dir, exist_ok=True)
