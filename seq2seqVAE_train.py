@@ -294,8 +294,15 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
         write_json_atomically(config, config_path)
 
     keras.utils.set_random_seed(hps.seed)
+    model_hps = hps
+    if strategy is not None and hps.jit_compile:
+        # Keras compiles the whole distributed step, every replica's part of it, as one XLA
+        # program, which cannot reach the variables of the other devices.
+        print("jit_compile=True is ignored under --distribute (XLA cannot compile a step whose "
+              "replicas hold variables on several devices); training without XLA")
+        model_hps = dataclasses.replace(hps, jit_compile=False)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = compile_model(build_model(hps), hps)
+        model = compile_model(build_model(model_hps), model_hps)
         if checkpoint is not None:
             try:
                 load_checkpoint(model, checkpoint)

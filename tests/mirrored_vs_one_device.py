@@ -1,8 +1,10 @@
 """Trains the same tiny model on one device and under MirroredStrategy over two logical CPUs.
 
 Run by tests/test_distribute.py in a subprocess (logical devices must be set before
-TensorFlow starts): python tests/mirrored_vs_one_device.py DATA.npz OUT.json. Writes
-what both runs logged and computed, for the test to compare.
+TensorFlow starts): python tests/mirrored_vs_one_device.py DATA.npz OUT.json [HPARAMS].
+Writes what both runs logged and computed, for the test to compare. HPARAMS are added to
+the test's (other cells and engines: "enc_model=layer_norm,dec_model=hyper",
+"fused_lstm_cell=False", "custom_lstm_gradient=False", "conditional=False").
 """
 
 import json
@@ -80,8 +82,8 @@ def replica_draws(strategy):
         keras.ops.convert_to_numpy(v).tolist() for v in per_replica]
 
 
-def main(data_path, out_path):
-    hps = HParams.parse(HPARAMS)
+def main(data_path, out_path, extra=""):
+    hps = HParams.parse(",".join(filter(None, [HPARAMS, extra])))
     made = loaders(data_path, hps)
     # steps_per_epoch=STEPS batches of 8 from the (seed, epoch) order, augmented.
     train = SketchBatches(made["train"], hps.batch_size, augment=True, shuffle=True, seed=0,

@@ -125,9 +125,10 @@ def lost_peer(error):
     """
     lost = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
             tf.errors.CancelledError, tf.errors.AbortedError)
-    if not isinstance(error, lost):
-        return None
     message = " ".join(str(getattr(error, "message", error)).split())
+    aborted = isinstance(error, tf.errors.InternalError) and "ollective" in message
+    if not (isinstance(error, lost) or aborted):
+        return None
     return f"{type(error).__name__}: {message[:300]}"
 
 
