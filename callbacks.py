@@ -117,7 +117,7 @@ class FixedEvaluationNoise(keras.callbacks.Callback):
             self.saved = None
 
 
-def evaluate(model, loader, kl_weight=None, seed=EVALUATION_SEED):
+def evaluate(model, loader, kl_weight=None, seed=EVALUATION_SEED, distribute=None):
     """The losses of one split's sketches, computed as training's validation computes them.
 
     The official evaluation (Magenta's `evaluate_model` with its eval model): no dropout,
@@ -131,6 +131,8 @@ def evaluate(model, loader, kl_weight=None, seed=EVALUATION_SEED):
         kl_weight: the KL weight of `loss`; None keeps the model's (the annealed value a
             checkpoint stores), a number is set for this evaluation only.
         seed: seed of the z noise.
+        distribute: under tf.distribute, the function that turns `SketchBatches` into the
+            model's input (`tf_backend.distribute.distributed_batches` for the strategy).
 
     Returns:
         dict: `loss` (L_R + kl_weight * max(L_KL, kl_tolerance)), `reconstruction_loss`,
@@ -145,9 +147,11 @@ def evaluate(model, loader, kl_weight=None, seed=EVALUATION_SEED):
         previous = float(keras.ops.convert_to_numpy(latent.kl_weight))
         if kl_weight is not None:
             latent.kl_weight.assign(kl_weight)
+    batches = evaluation_batches(loader, hps.batch_size)
+    data = dict(x=batches) if distribute is None else dict(x=distribute(batches), steps=len(batches))
     try:
-        logs = model.evaluate(evaluation_batches(loader, hps.batch_size),
-                              callbacks=[FixedEvaluationNoise(seed)], return_dict=True, verbose=0)
+        logs = model.evaluate(**data, callbacks=[FixedEvaluationNoise(seed)], return_dict=True,
+                              verbose=0)
     finally:
         if latent is not None:
             latent.kl_weight.assign(previous)

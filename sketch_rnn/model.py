@@ -9,13 +9,16 @@ Shapes: B batch, T time steps, M mixtures, H units. A batch `x` is stroke-5 with
 token S0 at step 0, shape (B, T + 1, 5); the targets are `x[:, 1:]`, shape (B, T, 5).
 """
 
+import threading
+
 import keras
 import numpy as np
 from keras import ops
 
+from sketch_rnn import backend
 from sketch_rnn.cells import make_cell
 from sketch_rnn.hparams import HParams
-from sketch_rnn.mixture import kl_divergence, reconstruction_loss
+from sketch_rnn.mixture import kl_divergence, kl_divergence_sum, reconstruction_loss
 from sketch_rnn.recurrent import Recurrent, SavesSeedState
 
 # ---------------------------------------------------------------------------------------
@@ -33,6 +36,13 @@ class LatentSample(SavesSeedState, keras.layers.Layer):
     11), which `callbacks.KLWeightAnnealing` sets each step; it tracks the unfloored KL as the
     metric `kl_loss` there, where every backend keeps metric updates.
 
+    In a data-parallel step (tf.distribute, `sketch_rnn.backend.replica_context`) each
+    replica holds a share of the global batch, and the layer computes what one device would
+    on the whole batch: the KL is averaged over the global batch (one all-reduce of the
+    replicas' sums, so that the floor applies to the batch's KL, as on one device), and the
+    replica's noise is its rows of the noise drawn for the global batch (every replica
+    draws it from the same generator state, and takes rows in replica order).
+
     Call args: [z_mean (B, Nz), z_log_var (B, Nz)] (the paper's mu and sigma-hat).
     Returns: z, (B, Nz).
     """
@@ -45,12 +55,39 @@ class LatentSample(SavesSeedState, keras.layers.Layer):
         self.kl_weight = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(kl_weight), trainable=False,
             name="kl_weight")
+        # MirroredStrategy runs each local replica's step in a thread of its own, and they
+        # would share add_loss's list: in a data-parallel step each replica's KL is kept
+        # for its thread instead (`replica_kl`).
+        self._replica_kl = threading.local()
 
     def call(self, inputs):
         z_mean, z_log_var = inputs
-        self.add_loss(kl_divergence(z_mean, z_log_var))
-        epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        replica, replicas = backend.replica_context()
+        if replicas == 1:
+            self.add_loss(kl_divergence(z_mean, z_log_var))
+            epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        else:
+            kl, epsilon = self._global_batch_kl_and_noise(z_mean, z_log_var, replica, replicas)
+            self._replica_kl.value = kl
         return z_mean + ops.exp(z_log_var / 2) * epsilon
+
+    def replica_kl(self):
+        """The KL of the data-parallel step this thread runs (after `call`)."""
+        return self._replica_kl.value
+
+    def _global_batch_kl_and_noise(self, z_mean, z_log_var, replica, replicas):
+        """The global batch's KL, and this replica's rows of the global batch's noise."""
+        rows, size = ops.shape(z_mean)[0], ops.shape(z_mean)[1]
+        kl_sum, total = ops.unstack(backend.cross_replica_sum(ops.stack([
+            kl_divergence_sum(z_mean, z_log_var), ops.cast(rows, "float32")])))
+        kl = kl_sum / (total * size)
+        total = ops.cast(total, "int32")
+        # Replica r holds rows [offset, offset + rows) of the global batch: the batch split
+        # in replica order, the first (total % replicas) shares one row longer
+        # (batch_generator.SketchBatches.piece).
+        offset = replica * (total // replicas) + ops.minimum(replica, total % replicas)
+        noise = keras.random.normal((total, size), seed=self.seed_generator)
+        return kl, ops.slice(noise, (offset, 0), (rows, size))
 
     def kl_term(self, kl):
         """w_KL * max(L_KL, kl_tolerance), the KL part of eq. 11."""
@@ -90,10 +127,26 @@ class SketchRNN(keras.Model):
         batch = ops.shape(y)[0]
         self.reconstruction_tracker.update_state(recon, sample_weight=batch)
         if not self.hps.conditional:
-            return recon
-        (kl,) = self.losses  # LatentSample's, the model's one auxiliary loss
+            return self._per_replica(recon)
+        if backend.replica_context()[1] > 1:
+            kl = self.get_layer("latent").replica_kl()
+        else:
+            (kl,) = self.losses  # LatentSample's, the model's one auxiliary loss
         self.kl_tracker.update_state(kl, sample_weight=batch)
-        return recon + self.get_layer("latent").kl_term(kl)
+        return self._per_replica(recon + self.get_layer("latent").kl_term(kl))
+
+    @staticmethod
+    def _per_replica(loss):
+        """A replica's loss in a data-parallel step: its loss over the number of replicas.
+
+        Keras sums the replicas' gradients and logs `loss` times the number of replicas,
+        weighted by the replica's rows. Each replica's loss has its share's reconstruction
+        and the global batch's KL term (`LatentSample`); with equal shares (training: the
+        batch must split evenly) the summed gradient is the global batch's, and the logged
+        figures are the global batch's for any split.
+        """
+        _, replicas = backend.replica_context()
+        return loss if replicas == 1 else loss / replicas
 
     def get_config(self):
         return {"hps": self.hps.to_dict(), "name": self.name}
@@ -201,9 +254,10 @@ def compile_model(model, hps):
     """Compiles with Adam and per-value gradient clipping at grad_clip, as the official code.
 
     The learning rate starts at hps.learning_rate; `callbacks.LearningRateDecay` sets it each
-    step. epsilon=1e-8 is TF1's Adam default, which the official code used.
+    step. epsilon=1e-8 is TF1's Adam default, which the official code used. Inside a
+    tf.distribute scope of several replicas the clipping applies to the summed gradient.
     """
-    optimizer = keras.optimizers.Adam(learning_rate=hps.learning_rate, epsilon=1e-8,
-                                      clipvalue=hps.grad_clip if hps.grad_clip > 0 else None)
+    optimizer = backend.adam(learning_rate=hps.learning_rate, epsilon=1e-8,
+                             clipvalue=hps.grad_clip if hps.grad_clip > 0 else None)
     model.compile(optimizer=optimizer, jit_compile=hps.jit_compile)
     return model
