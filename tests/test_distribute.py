@@ -31,8 +31,6 @@ HPARAMS = ("enc_rnn_size=16,dec_rnn_size=32,z_size=8,num_mixture=4,batch_size=20
            "lstm_matmul_dtype=float32")
 TIMEOUT = 240  # seconds for one run of the training command, start-up included
 
-pytestmark = pytest.mark.tensorflow_only
-
 
 # ---------------------------------------------------------------------------------------
 # Which replica trains on which sketches
@@ -84,6 +82,7 @@ def test_a_share_of_a_small_last_batch_may_be_empty_and_is_trimmed_on_its_own():
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.tensorflow_only
 def test_mirrored_strategy_on_two_cpus_computes_what_one_device_computes(shared_datasets, tmp_path):
     out = tmp_path / "result.json"
     result = subprocess.run(
@@ -196,6 +195,7 @@ def runs(shared_datasets, tmp_path_factory):
                 chief_pid=workers[0].pid)
 
 
+@pytest.mark.tensorflow_only
 def test_two_workers_end_with_the_weights_of_one_process(runs):
     for log in runs["logs"]:
         assert "MultiWorkerMirroredStrategy: 2 workers, 2 replicas" in log
@@ -208,6 +208,7 @@ def test_two_workers_end_with_the_weights_of_one_process(runs):
     assert_same_weights(chief, checkpoint(runs["single"], 2), atol=1e-5)
 
 
+@pytest.mark.tensorflow_only
 def test_only_the_chief_writes_the_run_folder(runs):
     def files(folder):
         return sorted(str(p.relative_to(folder).parent) + "/" + p.name.split(".")[0]
@@ -230,6 +231,7 @@ def test_only_the_chief_writes_the_run_folder(runs):
         "checkpoints"}
 
 
+@pytest.mark.tensorflow_only
 def test_resume_on_two_workers_continues_and_a_killed_worker_stops_the_run(runs, shared_datasets):
     """Resumes the one-epoch run on two workers, then kills worker 1 after epoch 2."""
     scratch = runs["base"] / "resumed"
