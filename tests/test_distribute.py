@@ -77,6 +77,28 @@ def test_a_share_of_a_small_last_batch_may_be_empty_and_is_trimmed_on_its_own():
     assert np.array_equal(x0, batches[0][0][:5, :4])
 
 
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("tf_config, flag, message", [
+    (None, "--distribute=multi_worker", "--distribute=multi_worker: TF_CONFIG names no cluster"),
+    ("{'cluster': 1}", "--distribute=auto", "TF_CONFIG is not JSON"),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "chief", "index": 0}}',
+     "--distribute=auto", 'TF_CONFIG: "task" must name this process\'s job and index'),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}',
+     "--distribute=mirrored", "use --distribute=multi_worker (or unset TF_CONFIG)"),
+])
+def test_distribution_mistakes_are_one_line_errors(tf_config, flag, message, monkeypatch, capsys,
+                                                   tmp_path):
+    import seq2seqVAE_train
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    if tf_config is not None:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    code = seq2seqVAE_train.main([f"--experiment_dir={tmp_path / 'run'}", flag])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run").exists()  # nothing was written
+
+
 # ---------------------------------------------------------------------------------------
 # MirroredStrategy over two logical CPUs, in one process
 # ---------------------------------------------------------------------------------------
