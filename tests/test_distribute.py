@@ -31,8 +31,6 @@ HPARAMS = ("enc_rnn_size=16,dec_rnn_size=32,z_size=8,num_mixture=4,batch_size=20
            "lstm_matmul_dtype=float32")
 TIMEOUT = 240  # seconds for one run of the training command, start-up included
 
-pytestmark = pytest.mark.tensorflow_only
-
 
 # ---------------------------------------------------------------------------------------
 # Which replica trains on which sketches
@@ -79,11 +77,34 @@ def test_a_share_of_a_small_last_batch_may_be_empty_and_is_trimmed_on_its_own():
     assert np.array_equal(x0, batches[0][0][:5, :4])
 
 
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("tf_config, flag, message", [
+    (None, "--distribute=multi_worker", "--distribute=multi_worker: TF_CONFIG names no cluster"),
+    ("{'cluster': 1}", "--distribute=auto", "TF_CONFIG is not JSON"),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "chief", "index": 0}}',
+     "--distribute=auto", 'TF_CONFIG: "task" must name this process\'s job and index'),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}',
+     "--distribute=mirrored", "use --distribute=multi_worker (or unset TF_CONFIG)"),
+])
+def test_distribution_mistakes_are_one_line_errors(tf_config, flag, message, monkeypatch, capsys,
+                                                   tmp_path):
+    import seq2seqVAE_train
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    if tf_config is not None:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    code = seq2seqVAE_train.main([f"--experiment_dir={tmp_path / 'run'}", flag])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run").exists()  # nothing was written
+
+
 # ---------------------------------------------------------------------------------------
 # MirroredStrategy over two logical CPUs, in one process
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.tensorflow_only
 def test_mirrored_strategy_on_two_cpus_computes_what_one_device_computes(shared_datasets, tmp_path):
     out = tmp_path / "result.json"
     result = subprocess.run(
@@ -196,6 +217,7 @@ def runs(shared_datasets, tmp_path_factory):
                 chief_pid=workers[0].pid)
 
 
+@pytest.mark.tensorflow_only
 def test_two_workers_end_with_the_weights_of_one_process(runs):
     for log in runs["logs"]:
         assert "MultiWorkerMirroredStrategy: 2 workers, 2 replicas" in log
@@ -208,6 +230,7 @@ def test_two_workers_end_with_the_weights_of_one_process(runs):
     assert_same_weights(chief, checkpoint(runs["single"], 2), atol=1e-5)
 
 
+@pytest.mark.tensorflow_only
 def test_only_the_chief_writes_the_run_folder(runs):
     def files(folder):
         return sorted(str(p.relative_to(folder).parent) + "/" + p.name.split(".")[0]
@@ -230,6 +253,7 @@ def test_only_the_chief_writes_the_run_folder(runs):
         "checkpoints"}
 
 
+@pytest.mark.tensorflow_only
 def test_resume_on_two_workers_continues_and_a_killed_worker_stops_the_run(runs, shared_datasets):
     """Resumes the one-epoch run on two workers, then kills worker 1 after epoch 2."""
     scratch = runs["base"] / "resumed"
