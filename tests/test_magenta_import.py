@@ -2,7 +2,7 @@
 
 The fixtures in tests/fixtures/magenta/ were made by Magenta's own training command and
 evaluated by Magenta's own graph (tests/fixtures/magenta/make_fixtures.py says how): each
-holds an official checkpoint, its model_config.json and outputs.npz, what the official model
+holds an official checkpoint, its model_config.json and outputs/ (one .npy per array), what the official model
 computes for 4 aaron_sheep test sketches. Here the imported model must compute the same
 numbers.
 """
@@ -28,8 +28,8 @@ TOLERANCE = 1e-5  # absolute, on every output (float32 matmuls on both sides)
 
 
 def official_outputs(name):
-    with np.load(FIXTURES / name / "outputs.npz") as arrays:
-        return {key: arrays[key] for key in arrays.files}
+    return {path.stem: np.load(path, allow_pickle=False)
+            for path in (FIXTURES / name / "outputs").glob("*.npy")}
 
 
 def convert(source, run_dir, *flags):
