@@ -117,14 +117,32 @@ class SketchBatches(keras.utils.PyDataset):
                 dict {"strokes": that batch, "image": (B, S, S, 1) float32 pictures}.
             y: the targets x[:, 1:], shape (B, T, 5).
         """
+        return self.piece(self.epoch, i)
+
+    def piece(self, epoch, i, replica=0, replicas=1):
+        """Replica `replica`'s rows of batch i of `epoch`, when `replicas` share each batch.
+
+        The batch's rows are split in replica order, the first (rows % replicas) shares
+        one row longer (`np.array_split`): replica r of a data-parallel step trains on the
+        sketches one device would, and `model.LatentSample` gives it the matching rows of
+        the z noise. A share is augmented from ``[seed, epoch, i, replica]`` (the whole
+        batch, from ``[seed, epoch, i]``) and trimmed after its own longest sketch.
+
+        Returns:
+            (x, y) as ``__getitem__``, with this replica's rows (possibly none, for a last
+            batch smaller than the number of replicas).
+        """
         if not 0 <= i < len(self):
             raise IndexError(f"batch index {i} out of range for {len(self)} batches")
-        epoch = self.epoch
         indices = self._order(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
-        rng = np.random.default_rng([self.seed, epoch, i]) if self.augment else None
+        key = [self.seed, epoch, i]
+        if replicas > 1:
+            indices = np.array_split(indices, replicas)[replica]
+            key.append(replica)
+        rng = np.random.default_rng(key) if self.augment else None
         sketches, x, lengths = self.loader.get_batch(indices, rng=rng, augment=self.augment)
         if self.trim:
-            x = x[:, : int(lengths.max()) + 1]
+            x = x[:, : int(lengths.max(initial=1)) + 1]  # an empty share keeps one step
         y = x[:, 1:, :].copy()  # (B, T, 5)
         if self.render is not None:
             return {"strokes": x, "image": self.render(sketches)}, y

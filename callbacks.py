@@ -118,7 +118,8 @@ class FixedEvaluationNoise(keras.callbacks.Callback):
             self.saved = None
 
 
-def evaluate(model, loader, kl_weight=None, seed=EVALUATION_SEED, classes=None):
+def evaluate(model, loader, kl_weight=None, seed=EVALUATION_SEED, classes=None,
+             distribute=None):
     """The losses of one split's sketches, computed as training's validation computes them.
 
     The official evaluation (Magenta's `evaluate_model` with its eval model): no dropout,
@@ -140,6 +141,8 @@ def evaluate(model, loader, kl_weight=None, seed=EVALUATION_SEED, classes=None):
             KL term (decoder-only, kl_weight=0) ignores it.
         seed: seed of the z noise.
         classes: the class names, indexed by the loader's labels (default "class <k>").
+        distribute: under tf.distribute, the function that turns `SketchBatches` into the
+            model's input (`tf_backend.distribute.distributed_batches` for the strategy).
 
     Returns:
         dict: `loss` (L_R + kl_weight * max(L_KL, kl_tolerance); L_R without a KL term),
@@ -149,18 +152,18 @@ def evaluate(model, loader, kl_weight=None, seed=EVALUATION_SEED, classes=None):
         term), `sketches`, `points`; with labels of several classes, `classes`: {class name:
         the same figures for its sketches}, in the order of the class indices.
     """
-    logs = _evaluate(model, loader, kl_weight, seed)
+    logs = _evaluate(model, loader, kl_weight, seed, distribute)
     labels = loader.labels
     if labels is not None and len(np.unique(labels)) > 1:
         logs["classes"] = {}
         for label in np.unique(labels):
             name = classes[label] if classes is not None else f"class {label}"
             part = loader.subset(np.flatnonzero(labels == label), name=f"{loader.name} ({name})")
-            logs["classes"][name] = _evaluate(model, part, kl_weight, seed)
+            logs["classes"][name] = _evaluate(model, part, kl_weight, seed, distribute)
     return logs
 
 
-def _evaluate(model, loader, kl_weight, seed):
+def _evaluate(model, loader, kl_weight, seed, distribute):
     """`evaluate` of all the loader's sketches together."""
     from sketch_rnn.raster import batch_renderer
 
@@ -171,9 +174,11 @@ def _evaluate(model, loader, kl_weight, seed):
         previous = float(keras.ops.convert_to_numpy(latent.kl_weight))
         if kl_weight is not None:
             latent.kl_weight.assign(kl_weight)
+    batches = evaluation_batches(loader, hps.batch_size, batch_renderer(hps))
+    data = dict(x=batches) if distribute is None else dict(x=distribute(batches), steps=len(batches))
     try:
-        logs = model.evaluate(evaluation_batches(loader, hps.batch_size, batch_renderer(hps)),
-                              callbacks=[FixedEvaluationNoise(seed)], return_dict=True, verbose=0)
+        logs = model.evaluate(**data, callbacks=[FixedEvaluationNoise(seed)], return_dict=True,
+                              verbose=0)
     finally:
         if latent is not None:
             latent.kl_weight.assign(previous)

@@ -10,6 +10,11 @@ Usage:
     # or let it pick the newest complete checkpoint of the run folder and its epoch
     python seq2seqVAE_train.py ... --checkpoint=experiments/sheep
 
+    # several GPUs of one machine, or several machines (TF_CONFIG on each; see README)
+    python seq2seqVAE_train.py ... --distribute=mirrored
+    TF_CONFIG='{"cluster": {"worker": ["host1:2222", "host2:2222"]},
+                "task": {"type": "worker", "index": 0}}' python seq2seqVAE_train.py ...
+
 A missing data set that is a QuickDraw category (cat, guitar, ...) or aaron_sheep, kanji or
 omniglot is downloaded into --data_dir first. The run folder gets model_config.json,
 checkpoints/ (weights + optimizer state, written atomically), logs/training_log.csv,
@@ -17,11 +22,14 @@ logs/tensorboard/ (losses, and pictures of samples and reconstructions each epoc
 end, test_losses.json: the test split's losses with the best weights (by validation loss).
 """
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 from sketch_rnn.cli import ArgumentParser, quiet_tensorflow
 from sketch_rnn.hparams import HParams
@@ -59,6 +67,15 @@ def parse_args(argv=None):
                              "(default: a bar on a terminal, lines otherwise)")
     parser.add_argument("--no_tensorboard_images", dest="tensorboard_images", action="store_false",
                         help="do not draw samples and reconstructions into TensorBoard each epoch")
+    parser.add_argument("--distribute", default="auto",
+                        choices=["auto", "none", "mirrored", "multi_worker"],
+                        help="data-parallel training with tf.distribute: mirrored (this "
+                             "machine's GPUs), multi_worker (the cluster TF_CONFIG names); "
+                             "auto: multi_worker with TF_CONFIG, mirrored with several GPUs, "
+                             "else none. batch_size stays the global batch")
+    parser.add_argument("--worker_scratch_dir", default=None,
+                        help="multi-worker runs: where workers other than the chief write "
+                             "their checkpoints (default: a temporary folder, removed at the end)")
     return parser.parse_args(argv)
 
 
@@ -68,7 +85,8 @@ def main(argv=None):
     # TF_CPP_MIN_LOG_LEVEL=0 shows them.
     quiet_tensorflow()
     try:
-        run = prepare(args)
+        strategy = make_strategy(args.distribute)  # before TensorFlow runs anything
+        run = prepare(args, strategy)
     except (ValueError, OSError, RuntimeError) as err:
         # Everything here is about the user's files, flags and hparams: one line, no traceback.
         print(f"error: {err}", file=sys.stderr)
@@ -80,7 +98,7 @@ def main(argv=None):
     import utils
 
     try:
-        return train(args, **run)
+        return train(args, strategy, **run)
     except utils.UnsafePathError as err:  # a link made in the run folder while it trained
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -90,10 +108,42 @@ def main(argv=None):
         return 2
 
 
-def prepare(args):
-    """Checks flags, hparams, run folder and data; returns what `train` needs."""
+def make_strategy(mode):
+    """The tf.distribute strategy of --distribute (None: train as usual)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        if mode in ("mirrored", "multi_worker"):
+            raise ValueError(f"--distribute={mode} needs the TensorFlow backend "
+                             f"(KERAS_BACKEND=tensorflow), not {keras.backend.backend()}")
+        return None
+    from sketch_rnn.tf_backend import distribute
+
+    strategy = distribute.make_strategy(mode)
+    if strategy is not None:
+        print(distribute.describe(strategy))
+    return strategy
+
+
+def is_chief(strategy):
+    """True on the process that writes the run folder: the chief of a multi-worker run."""
+    if strategy is None:
+        return True
+    from sketch_rnn.tf_backend import distribute
+
+    return distribute.is_chief(strategy)
+
+
+def prepare(args, strategy=None):
+    """Checks flags, hparams, run folder and data; returns what `train` needs.
+
+    In a multi-worker run only the chief checks and writes the run folder; the other
+    workers read it (the config and checkpoint of a resumed run) and load the same data.
+    """
     import utils  # imported here so that --help is instant
     from callbacks import check_run_folder
+
+    chief = is_chief(strategy)
 
     requested = None
     if args.data_set is not None:
@@ -102,8 +152,9 @@ def prepare(args):
             utils.check_data_set_name(name, "--data_set")
     default_name = "_".join(requested or ["aaron_sheep"])
     experiment_dir = args.experiment_dir or os.path.join("experiments", default_name)
-    check_experiment_dir(experiment_dir)
-    check_run_folder(experiment_dir)
+    if chief:
+        check_experiment_dir(experiment_dir)
+        check_run_folder(experiment_dir)
     config_path = os.path.join(experiment_dir, "model_config.json")
 
     from seq2seqVAE import HParams, load_config
@@ -125,7 +176,7 @@ def prepare(args):
             raise ValueError(f"--data_set: the run in {experiment_dir} was trained on "
                              f"{','.join(data_sets)}, not {args.data_set}")
     else:
-        if os.path.lexists(config_path):
+        if chief and os.path.lexists(config_path):
             if has_checkpoints(experiment_dir):
                 raise ValueError(f"--experiment_dir: {experiment_dir} already holds a run; resume it "
                                  f"with --checkpoint={experiment_dir} or choose a new folder")
@@ -171,17 +222,53 @@ def prepare(args):
     if len(loaders["train"]) < hps.batch_size:
         raise ValueError(f"--hparams: batch_size={hps.batch_size} is larger than the "
                          f"{len(loaders['train'])} training sketches")
+    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+    if hps.batch_size % replicas:
+        raise ValueError(f"--hparams: batch_size={hps.batch_size} is the global batch and must "
+                         f"split evenly over the {replicas} replicas of --distribute; use a "
+                         f"multiple of {replicas}")
     return dict(hps=hps, loaders=loaders, scale_factor=scale_factor, data_sets=data_sets,
                 experiment_dir=experiment_dir, checkpoint=checkpoint, initial_epoch=initial_epoch,
                 max_seq_len_cap=cap, classes=classes)
 
 
-def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoint, initial_epoch,
-          max_seq_len_cap, classes):
-    """Builds the model, trains with checkpoints, then evaluates on the test split."""
+def train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoint,
+          initial_epoch, max_seq_len_cap, classes):
+    """Builds the model, trains with checkpoints, then evaluates on the test split.
+
+    With a strategy, the model is built in its scope and every worker runs this; the chief
+    writes the run folder, the other workers their checkpoints to a scratch folder (they
+    take the same steps, so that the collective operations of saving and evaluating, if
+    any, match), and nothing else.
+    """
+    chief = is_chief(strategy)
+    if chief:
+        return _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir,
+                      experiment_dir, checkpoint, initial_epoch, max_seq_len_cap, classes,
+                      chief=True)
+    scratch = args.worker_scratch_dir or tempfile.mkdtemp(prefix="sketch-rnn-worker-")
+    print(f"Not the chief: checkpoints go to {scratch}; the chief writes {experiment_dir}")
+    try:
+        os.makedirs(os.path.join(scratch, "checkpoints"), exist_ok=True)
+        # The chief's best model so far (a resumed run), so that this worker picks the
+        # same best weights as the chief and evaluates them at the end.
+        for name in ("best.json", "best.weights.h5"):
+            source = os.path.join(experiment_dir, "checkpoints", name)
+            if os.path.isfile(source):
+                shutil.copyfile(source, os.path.join(scratch, "checkpoints", name))
+        return _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir,
+                      scratch, checkpoint, initial_epoch, max_seq_len_cap, classes,
+                      chief=False)
+    finally:
+        if args.worker_scratch_dir is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir, write_dir,
+           checkpoint, initial_epoch, max_seq_len_cap, classes, chief):
     import keras
 
-    from batch_generator import SketchBatches, evaluation_batches
+    from batch_generator import evaluation_batches
     from callbacks import (
         BatchEpoch,
         Checkpoint,
@@ -195,10 +282,11 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
     from sketch_rnn.raster import batch_renderer
 
     config_path = os.path.join(experiment_dir, "model_config.json")
-    checkpoint_dir = os.path.join(experiment_dir, "checkpoints")
+    checkpoint_dir = os.path.join(write_dir, "checkpoints")
     os.makedirs(checkpoint_dir, exist_ok=True)
-    os.makedirs(os.path.join(experiment_dir, "logs"), exist_ok=True)
-    if checkpoint is None:
+    if chief:
+        os.makedirs(os.path.join(experiment_dir, "logs"), exist_ok=True)
+    if chief and checkpoint is None:
         config = {
             "hparams": hps.to_dict(),
             "scale_factor": scale_factor,
@@ -213,51 +301,74 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
         write_json_atomically(config, config_path)
 
     keras.utils.set_random_seed(hps.seed)
-    model = compile_model(build_model(hps), hps)
-    if checkpoint is not None:
-        try:
-            load_checkpoint(model, checkpoint)
-        except ValueError as err:  # a damaged or foreign file: one line, as in main()
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+    model_hps = hps
+    if strategy is not None and hps.jit_compile:
+        # Keras compiles the whole distributed step, every replica's part of it, as one XLA
+        # program, which cannot reach the variables of the other devices.
+        print("jit_compile=True is ignored under --distribute (XLA cannot compile a step whose "
+              "replicas hold variables on several devices); training without XLA")
+        model_hps = dataclasses.replace(hps, jit_compile=False)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = compile_model(build_model(model_hps), model_hps)
+        if checkpoint is not None:
+            try:
+                load_checkpoint(model, checkpoint)
+            except ValueError as err:  # a damaged or foreign file: one line, as in main()
+                print(f"error: {err}", file=sys.stderr)
+                return 2
 
+    train_batches = training_batches(hps, loaders["train"])
     # A cnn model's batches carry pictures of their (augmented) sketches, rendered per batch.
-    render = batch_renderer(hps)
-    train_batches = SketchBatches(loaders["train"], hps.batch_size, augment=True, shuffle=True,
-                                  seed=hps.seed, steps_per_epoch=hps.steps_per_epoch or None,
-                                  bucket_batches=hps.bucket_batches, trim=hps.bucket_batches > 0,
-                                  render=render)
-    valid_batches = evaluation_batches(loaders["valid"], hps.batch_size, render)
+    valid_batches = evaluation_batches(loaders["valid"], hps.batch_size, batch_renderer(hps))
 
     checkpointer = Checkpoint(checkpoint_dir, save_every=hps.save_every)
     callbacks = [
-        BatchEpoch(train_batches),
         LearningRateDecay(hps),
         KLWeightAnnealing(hps),
         FixedEvaluationNoise(),  # validation's z noise, the same every epoch
-        checkpointer,
-        # A new run (or one started over) begins a new log; a resumed run continues it.
-        keras.callbacks.CSVLogger(os.path.join(experiment_dir, "logs", "training_log.csv"),
-                                  append=checkpoint is not None),
+        checkpointer,  # every worker: it also stops training on NaN
     ]
-    # Keras writes TensorBoard events with TensorFlow, which a JAX user may not have.
-    tensorboard_dir = os.path.join(experiment_dir, "logs", "tensorboard")
-    if importlib.util.find_spec("tensorflow") is not None:
-        callbacks.append(keras.callbacks.TensorBoard(tensorboard_dir))
-        if args.tensorboard_images:
-            callbacks.append(TensorBoardDrawings(os.path.join(tensorboard_dir, "drawings"),
-                                                 sketches=loaders["valid"].strokes[:6]))
+    if chief:
+        # A new run (or one started over) begins a new log; a resumed run continues it.
+        callbacks.append(keras.callbacks.CSVLogger(
+            os.path.join(experiment_dir, "logs", "training_log.csv"), append=checkpoint is not None))
+        # Keras writes TensorBoard events with TensorFlow, which a JAX user may not have.
+        tensorboard_dir = os.path.join(experiment_dir, "logs", "tensorboard")
+        if importlib.util.find_spec("tensorflow") is not None:
+            callbacks.append(keras.callbacks.TensorBoard(tensorboard_dir))
+            if args.tensorboard_images:
+                callbacks.append(TensorBoardDrawings(os.path.join(tensorboard_dir, "drawings"),
+                                                     sketches=loaders["valid"].strokes[:6]))
+        else:
+            print("TensorFlow is not installed: no TensorBoard log (logs/training_log.csv has "
+                  "the losses)")
+    if strategy is None:
+        fit_data = dict(x=train_batches, validation_data=valid_batches)
+        callbacks.insert(0, BatchEpoch(train_batches))
+        replicas = ""
     else:
-        print("TensorFlow is not installed: no TensorBoard log (logs/training_log.csv has the losses)")
+        from sketch_rnn.tf_backend.distribute import distributed_batches
+
+        # Each step every replica gets its rows of the global batch; the epoch is part of
+        # the data (each epoch's shuffle is drawn from (seed, epoch) as without a strategy).
+        fit_data = dict(
+            x=distributed_batches(strategy, train_batches, initial_epoch, hps.epochs),
+            steps_per_epoch=len(train_batches),
+            validation_data=distributed_batches(strategy, valid_batches),
+            validation_steps=len(valid_batches))
+        replicas = (f", {hps.batch_size // strategy.num_replicas_in_sync} sketches on each of "
+                    f"{strategy.num_replicas_in_sync} replicas")
     print(f"Training on {len(loaders['train'])} sketches of {','.join(data_sets)} "
-          f"({len(train_batches)} steps per epoch, scale factor {scale_factor:.4f}, "
+          f"({len(train_batches)} steps per epoch{replicas}, scale factor {scale_factor:.4f}, "
           f"recurrent matmuls in {resolved_matmul_dtype(hps)}); "
           f"run folder {experiment_dir}" + (f"; resuming from {checkpoint}" if checkpoint else ""))
     for line in describe_engines(model):  # which engine runs each RNN, and why
         print(f"  {line}")
     # Ctrl-C asks the run to stop after the current batch: a KeyboardInterrupt raised inside
     # TensorFlow's C++ can surface as a SystemError instead (seen in CI). A second Ctrl-C
-    # stops at once; checkpoints are atomic either way.
+    # stops at once; checkpoints are atomic either way. A worker of a multi-worker run
+    # stops at once: stopping one worker after its batch would leave the others waiting
+    # for it in the next one, and them it in the end of its epoch.
     interrupted = []
 
     def stop_after_this_batch(signum, frame):
@@ -267,15 +378,20 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
         model.stop_training = True
         print("\nStopping after this batch (Ctrl-C again to stop at once)...", file=sys.stderr)
 
-    previous_handler = signal.signal(signal.SIGINT, stop_after_this_batch)
+    previous_handler = signal.signal(
+        signal.SIGINT, signal.SIG_DFL if is_multi_worker(strategy) else stop_after_this_batch)
+    verbose = "auto" if args.verbose is None else args.verbose
+    if not chief and args.verbose is None:
+        verbose = 0  # the chief shows the progress
     try:
         # shuffle=False: SketchBatches shuffles itself, from (seed, epoch), so that a resumed
         # run sees the same batches in the same order; Keras's own shuffle would not.
-        model.fit(train_batches, validation_data=valid_batches, epochs=hps.epochs,
-                  initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
-                  verbose="auto" if args.verbose is None else args.verbose)
+        model.fit(**fit_data, epochs=hps.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                  shuffle=False, verbose=verbose)
     except KeyboardInterrupt:
         interrupted.append(signal.SIGINT)
+    except Exception as err:
+        return stop_for_lost_worker(strategy, err, experiment_dir, checkpointer.last_saved, chief)
     finally:
         signal.signal(signal.SIGINT, previous_handler)
     if interrupted:
@@ -283,18 +399,64 @@ def train(args, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoin
         return 130
     if checkpointer.stopped_on_nan:
         return 1
+    try:
+        return evaluate_test_split(model, hps, loaders["test"], checkpoint_dir, write_dir,
+                                   classes, strategy=strategy, write=chief)
+    except Exception as err:
+        return stop_for_lost_worker(strategy, err, experiment_dir, checkpointer.last_saved, chief)
 
-    return evaluate_test_split(model, hps, loaders["test"], checkpoint_dir, experiment_dir,
-                               classes)
+
+def training_batches(hps, loader):
+    """The training command's batches of `loader`: shuffled and augmented from hps.seed and the
+    epoch, bucketed and trimmed when hps.bucket_batches asks (benchmarks train on these too)."""
+    from batch_generator import SketchBatches
+    from sketch_rnn.raster import batch_renderer
+
+    return SketchBatches(loader, hps.batch_size, augment=True, shuffle=True, seed=hps.seed,
+                         steps_per_epoch=hps.steps_per_epoch or None,
+                         bucket_batches=hps.bucket_batches, trim=hps.bucket_batches > 0,
+                         render=batch_renderer(hps))
 
 
-def evaluate_test_split(model, hps, loader, checkpoint_dir, experiment_dir, classes=None):
+def stop_for_lost_worker(strategy, error, experiment_dir, last_saved, chief):
+    """Exit code 3 and a message if a worker of a multi-worker run is gone; else raises."""
+    lost = lost_worker(strategy, error)
+    if lost is None:
+        raise error
+    if not chief:
+        last_saved = f"the chief's, in {os.path.join(experiment_dir, 'checkpoints')}"
+    print(f"\nerror: the multi-worker run stopped: a worker is gone ({lost}).\n"
+          f"The last checkpoint is intact: {last_saved or 'none was written yet'}\n"
+          f"Restart every worker with --checkpoint={experiment_dir} to resume.", file=sys.stderr)
+    return 3
+
+
+def is_multi_worker(strategy):
+    if strategy is None:
+        return False
+    from sketch_rnn.tf_backend import distribute
+
+    return distribute.is_multi_worker(strategy)
+
+
+def lost_worker(strategy, error):
+    """Why a multi-worker step failed, if it failed because a worker is gone; else None."""
+    if not is_multi_worker(strategy):
+        return None
+    from sketch_rnn.tf_backend import distribute
+
+    return distribute.lost_peer(error)
+
+
+def evaluate_test_split(model, hps, loader, checkpoint_dir, experiment_dir, classes=None,
+                        strategy=None, write=True):
     """Evaluates the best weights (by validation loss) on the test split; writes test_losses.json.
 
     The loss uses the final KL weight, hps.kl_weight, so that runs compare whatever step
     their best model came from. Without a best model (no finite validation loss), the last
-    weights are evaluated, and the output says so. With sketches of several classes, each
-    class's figures too (`callbacks.evaluate`), one line each.
+    weights are evaluated, and the output says so. With a strategy every worker evaluates
+    (on its replicas' rows), and only the one with `write` writes the file. With sketches of
+    several classes, each class's figures too (`callbacks.evaluate`), one line each.
     """
     import json
 
@@ -311,9 +473,18 @@ def evaluate_test_split(model, hps, loader, checkpoint_dir, experiment_dir, clas
             check_regular_file(best_json)
             with open(best_json) as f:
                 which.update({k: v for k, v in json.load(f).items() if k in ("epoch", "step")})
-    losses = evaluate(model, loader, kl_weight=hps.kl_weight, classes=classes)
-    write_json_atomically({**losses, **which, "z_seed": EVALUATION_SEED},
-                          os.path.join(experiment_dir, "test_losses.json"))
+    distribute = None
+    if strategy is not None:
+        from sketch_rnn.tf_backend.distribute import distributed_batches
+
+        def distribute(batches):
+            return distributed_batches(strategy, batches)
+
+    losses = evaluate(model, loader, kl_weight=hps.kl_weight, classes=classes,
+                      distribute=distribute)
+    if write:
+        write_json_atomically({**losses, **which, "z_seed": EVALUATION_SEED},
+                              os.path.join(experiment_dir, "test_losses.json"))
 
     def figures(values):
         return ", ".join(f"{k} {values[k]:.4f}" for k in (

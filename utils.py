@@ -770,8 +770,12 @@ def refuse_link(path, what=None):
                               "(remove the link)")
 
 
-def write_atomically(path, data):
-    """Writes ``data`` (bytes or str) to ``path`` via a new temporary file and a rename.
+def write_atomically(path, data, what=None):
+    """Writes ``data`` to ``path`` via a new temporary file and a rename.
+
+    ``data`` is bytes, a str (written as UTF-8), or a function that writes to the binary file
+    it is given (to stream what would not fit in memory as one bytes object). ``what`` names
+    the path in the error for a link (a flag, say).
 
     A link at ``path`` is refused, and the temporary file is created, never opened, so no
     link can redirect the write; a crash leaves the old file or none, never half a file.
@@ -779,16 +783,17 @@ def write_atomically(path, data):
     ``callbacks.remove_stale_temporaries`` recognises.
     """
     path = os.fspath(path)
-    refuse_link(path)
+    refuse_link(path, what)
     if isinstance(data, str):
         data = data.encode("utf-8")
+    write = data if callable(data) else (lambda f: f.write(data))
     directory, name = os.path.split(os.path.abspath(path))
     temporary = os.path.join(directory, f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{name}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(temporary, flags, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)

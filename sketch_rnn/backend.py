@@ -58,3 +58,31 @@ def compile_function(function, input_signature, jit_compile=True):
 
         return jax.jit(function)
     return function
+
+
+def replica_context():
+    """(replica index, number of replicas) of the data-parallel step being run.
+
+    Under tf.distribute, inside `strategy.run` (which `model.fit` uses), the index is a
+    tensor (the replica's place across every worker) and the count a Python int; anywhere
+    else, and on the other backends, (0, 1).
+    """
+    if is_tensorflow():
+        return tensorflow().distribute.replica_context()
+    return 0, 1
+
+
+def cross_replica_sum(value):
+    """`value` summed over the replicas of the step (differentiable); `value` itself
+    outside a data-parallel step."""
+    if is_tensorflow():
+        return tensorflow().distribute.cross_replica_sum(value)
+    return value
+
+
+def adam(**kwargs):
+    """`keras.optimizers.Adam(**kwargs)`; under a tf.distribute scope of several replicas,
+    one whose clipping applies to the gradient summed over them (`tf_backend.distribute`)."""
+    if is_tensorflow():
+        return tensorflow().distribute.adam(**kwargs)
+    return keras.optimizers.Adam(**kwargs)

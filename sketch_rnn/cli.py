@@ -103,4 +103,4 @@ class ArgumentParser(argparse.ArgumentParser):
                 advice.append(f"{name}: did you mean {close[0]}?")
             elif hint:
                 advice.append(f"{name}: {self.hints[hint[0]]}")
-        return "".join(f"\n  {line}" for line in advice)
+        return f" ({'; '.join(advice)})" if advice else ""  # one line, as every error here

@@ -16,6 +16,11 @@ def kl_divergence(z_mean, z_log_var):
     return -0.5 * ops.mean(1 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
 
 
+def kl_divergence_sum(z_mean, z_log_var):
+    """The same KL summed over batch and z dims: what replicas add up (0 for no rows)."""
+    return -0.5 * ops.sum(1 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
+
+
 def get_mixture_coef(params, num_mixture):
     """Splits the decoder head's output (eq. 3-4).
 
@@ -61,7 +66,7 @@ def reconstruction_loss(targets, params, num_mixture, max_seq_len, mask_pen=Fals
         params: the decoder head's output (B, T, 6M + 3).
 
     Returns:
-        a scalar.
+        a scalar; 0 for a batch of no sketches (a replica's share of a small last batch).
     """
     targets = ops.cast(targets, "float32")
     params = ops.cast(params, "float32")
@@ -78,7 +83,8 @@ def reconstruction_loss(targets, params, num_mixture, max_seq_len, mask_pen=Fals
     if mask_pen:
         pen_loss = pen_loss * inside
     total = ops.sum(offset_loss * inside + pen_loss)
-    return total / ops.cast(ops.shape(targets)[0] * max_seq_len, "float32")
+    rows = ops.maximum(ops.shape(targets)[0], 1)
+    return total / ops.cast(rows * max_seq_len, "float32")
 
 
 def sample_stroke(params, num_mixture, noise, temperature, greedy):

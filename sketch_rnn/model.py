@@ -14,13 +14,16 @@ with the start token S0 at step 0, shape (B, T + 1, 5); the targets are `x[:, 1:
 (B, T, 5). A cnn model's batch is the dict {"strokes": x, "image": (B, S, S, 1)}.
 """
 
+import threading
+
 import keras
 import numpy as np
 from keras import ops
 
+from sketch_rnn import backend
 from sketch_rnn.cells import make_cell
 from sketch_rnn.hparams import HParams
-from sketch_rnn.mixture import kl_divergence, reconstruction_loss
+from sketch_rnn.mixture import kl_divergence, kl_divergence_sum, reconstruction_loss
 from sketch_rnn.recurrent import Recurrent, SavesSeedState
 
 # ---------------------------------------------------------------------------------------
@@ -39,6 +42,13 @@ class LatentSample(SavesSeedState, keras.layers.Layer):
     metric `kl_loss` there, where every backend keeps metric updates. With `kl=False`
     (kl_weight=0) the KL is not computed at all: z is still sampled, as sketch-pix2seq does.
 
+    In a data-parallel step (tf.distribute, `sketch_rnn.backend.replica_context`) each
+    replica holds a share of the global batch, and the layer computes what one device would
+    on the whole batch: the KL is averaged over the global batch (one all-reduce of the
+    replicas' sums, so that the floor applies to the batch's KL, as on one device), and the
+    replica's noise is its rows of the noise drawn for the global batch (every replica
+    draws it from the same generator state, and takes rows in replica order).
+
     Call args: [z_mean (B, Nz), z_log_var (B, Nz)] (the paper's mu and sigma-hat).
     Returns: z, (B, Nz).
     """
@@ -52,13 +62,44 @@ class LatentSample(SavesSeedState, keras.layers.Layer):
         self.kl_weight = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(kl_weight), trainable=False,
             name="kl_weight")
+        # MirroredStrategy runs each local replica's step in a thread of its own, and they
+        # would share add_loss's list: in a data-parallel step each replica's KL is kept
+        # for its thread instead (`replica_kl`).
+        self._replica_kl = threading.local()
 
     def call(self, inputs):
         z_mean, z_log_var = inputs
-        if self.kl:
-            self.add_loss(kl_divergence(z_mean, z_log_var))
-        epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        replica, replicas = backend.replica_context()
+        if replicas == 1:
+            if self.kl:
+                self.add_loss(kl_divergence(z_mean, z_log_var))
+            epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        else:
+            kl, epsilon = self._global_batch_kl_and_noise(z_mean, z_log_var, replica, replicas)
+            self._replica_kl.value = kl
         return z_mean + ops.exp(z_log_var / 2) * epsilon
+
+    def replica_kl(self):
+        """The KL of the data-parallel step this thread runs (after `call`)."""
+        return self._replica_kl.value
+
+    def _global_batch_kl_and_noise(self, z_mean, z_log_var, replica, replicas):
+        """The global batch's KL (None with kl=False), and this replica's rows of the global
+        batch's noise."""
+        rows, size = ops.shape(z_mean)[0], ops.shape(z_mean)[1]
+        if self.kl:
+            kl_sum, total = ops.unstack(backend.cross_replica_sum(ops.stack([
+                kl_divergence_sum(z_mean, z_log_var), ops.cast(rows, "float32")])))
+            kl = kl_sum / (total * size)
+        else:  # kl_weight=0: only the global batch's size, for the noise
+            total, kl = backend.cross_replica_sum(ops.cast(rows, "float32")), None
+        total = ops.cast(total, "int32")
+        # Replica r holds rows [offset, offset + rows) of the global batch: the batch split
+        # in replica order, the first (total % replicas) shares one row longer
+        # (batch_generator.SketchBatches.piece).
+        offset = replica * (total // replicas) + ops.minimum(replica, total % replicas)
+        noise = keras.random.normal((total, size), seed=self.seed_generator)
+        return kl, ops.slice(noise, (offset, 0), (rows, size))
 
     def kl_term(self, kl):
         """w_KL * max(L_KL, kl_tolerance), the KL part of eq. 11."""
@@ -100,10 +141,26 @@ class SketchRNN(keras.Model):
         batch = ops.shape(y)[0]
         self.reconstruction_tracker.update_state(recon, sample_weight=batch)
         if not self.hps.has_kl_term:
-            return recon
-        (kl,) = self.losses  # LatentSample's, the model's one auxiliary loss
+            return self._per_replica(recon)
+        if backend.replica_context()[1] > 1:
+            kl = self.get_layer("latent").replica_kl()
+        else:
+            (kl,) = self.losses  # LatentSample's, the model's one auxiliary loss
         self.kl_tracker.update_state(kl, sample_weight=batch)
-        return recon + self.get_layer("latent").kl_term(kl)
+        return self._per_replica(recon + self.get_layer("latent").kl_term(kl))
+
+    @staticmethod
+    def _per_replica(loss):
+        """A replica's loss in a data-parallel step: its loss over the number of replicas.
+
+        Keras sums the replicas' gradients and logs `loss` times the number of replicas,
+        weighted by the replica's rows. Each replica's loss has its share's reconstruction
+        and the global batch's KL term (`LatentSample`); with equal shares (training: the
+        batch must split evenly) the summed gradient is the global batch's, and the logged
+        figures are the global batch's for any split.
+        """
+        _, replicas = backend.replica_context()
+        return loss if replicas == 1 else loss / replicas
 
     def get_config(self):
         return {"hps": self.hps.to_dict(), "name": self.name}
@@ -196,10 +253,32 @@ class HighPassFilter(keras.layers.Layer):
 
     def call(self, images):
         kernel = ops.convert_to_tensor(self.KERNEL.reshape(3, 3, 1, 1), dtype=images.dtype)
-        return ops.conv(images, kernel, strides=1, padding="same")
+        return _empty_batch_safe(lambda x: ops.conv(x, kernel, strides=1, padding="same"), images)
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+class Conv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` (same weights and names) that also takes an empty batch in a
+    data-parallel step (see `_empty_batch_safe`)."""
+
+    def call(self, inputs):
+        return _empty_batch_safe(super().call, inputs)
+
+
+def _empty_batch_safe(convolve, images):
+    """`convolve(images)`, also when `images` holds no picture in a data-parallel step.
+
+    TensorFlow's CPU convolution returns a wrongly shaped result for a batch of 0 pictures
+    (the next convolution then fails: "input depth must be evenly divisible by filter
+    depth"), and the last share of a distributed evaluation can be empty. There one blank
+    picture is appended and its row dropped again; outside tf.distribute nothing changes.
+    """
+    if backend.replica_context()[1] == 1:
+        return convolve(images)
+    rows = ops.shape(images)[0]
+    return convolve(ops.pad(images, [[0, 1], [0, 0], [0, 0], [0, 0]]))[:rows]
 
 
 # sketch-pix2seq's six 2x2 convolutions: (filters, stride); ReLU after each, tanh after the last.
@@ -216,7 +295,7 @@ def _cnn_encoder(hps):
     """
     highpass = HighPassFilter(name="encoder_highpass")
     convolutions = [
-        keras.layers.Conv2D(
+        Conv2D(
             filters, 2, strides=strides, padding="same", use_bias=False,
             activation="tanh" if number == len(CNN_CONVOLUTIONS) else "relu",
             kernel_initializer=keras.initializers.VarianceScaling(
@@ -275,9 +354,10 @@ def compile_model(model, hps):
     """Compiles with Adam and per-value gradient clipping at grad_clip, as the official code.
 
     The learning rate starts at hps.learning_rate; `callbacks.LearningRateDecay` sets it each
-    step. epsilon=1e-8 is TF1's Adam default, which the official code used.
+    step. epsilon=1e-8 is TF1's Adam default, which the official code used. Inside a
+    tf.distribute scope of several replicas the clipping applies to the summed gradient.
     """
-    optimizer = keras.optimizers.Adam(learning_rate=hps.learning_rate, epsilon=1e-8,
-                                      clipvalue=hps.grad_clip if hps.grad_clip > 0 else None)
+    optimizer = backend.adam(learning_rate=hps.learning_rate, epsilon=1e-8,
+                             clipvalue=hps.grad_clip if hps.grad_clip > 0 else None)
     model.compile(optimizer=optimizer, jit_compile=hps.jit_compile)
     return model

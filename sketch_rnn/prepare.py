@@ -12,7 +12,6 @@ import collections
 import dataclasses
 import math
 import os
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -332,24 +331,9 @@ def write_npz(path, arrays):
     """Writes ``arrays`` as a compressed .npz via a temporary file and a rename.
 
     Nothing is left at ``path`` (or beside it) if writing fails or is interrupted, and a
-    symbolic link at ``path`` is refused, as ``utils.write_atomically`` does.
+    symbolic link at ``path`` is refused: ``utils.write_atomically``, streaming the archive.
     """
-    path = os.fspath(path)
-    utils.refuse_link(path, "--out")
-    directory, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(directory, f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{name}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(temporary, flags, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.lexists(temporary):
-            os.remove(temporary)
-        raise
+    utils.write_atomically(path, lambda f: np.savez_compressed(f, **arrays), "--out")
 
 
 def build_arrays(names, splits):

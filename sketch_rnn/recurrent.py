@@ -3,7 +3,30 @@
 import keras
 from keras import ops
 
-from sketch_rnn import engines
+from sketch_rnn import backend, engines
+
+
+class ReplicaSeedGenerator(keras.random.SeedGenerator):
+    """A SeedGenerator whose draws differ between the replicas of a data-parallel step.
+
+    Under tf.distribute every replica holds the same generator state (a mirrored
+    variable), so every replica would draw the same dropout masks for its share of the
+    batch: sketch i of each share would get the same masks. Here each seed drawn in a step
+    is offset by the replica's index. Replica 0, and every draw outside such a step, gets
+    the seed a plain SeedGenerator gives, so one device draws what it always drew. (The
+    masks of N replicas are not the rows of the masks one device would draw for the whole
+    batch, which would cost N times the random numbers; the z noise is: `LatentSample`.)
+    """
+
+    REPLICA_STRIDE = 0x9E3779B9  # odd, so the replicas' first seed words all differ
+
+    def next(self, ordered=True):
+        seed = super().next(ordered)
+        replica, replicas = backend.replica_context()
+        if replicas == 1:
+            return seed
+        offset = ops.cast(replica, seed.dtype) * ops.cast(self.REPLICA_STRIDE, seed.dtype)
+        return seed + ops.stack([offset, ops.zeros((), seed.dtype)])
 
 
 class SavesSeedState:
@@ -27,7 +50,8 @@ class Recurrent(SavesSeedState, keras.layers.Layer):
     Dropout as the official code: recurrent dropout without memory loss on the cell
     candidate (a fresh (B, H) mask each step), and, as its `DropoutWrapper`, optional
     dropout on each step's input (the constant included) and on each step's output. All
-    three only while training; all masks come from the layer's seeded generator.
+    three only while training; all masks come from the layer's seeded generator, which
+    gives each replica of a data-parallel step its own masks (`ReplicaSeedGenerator`).
 
     Args:
         cell: a `cells.RecurrentCell`; built here with the input's width (plus the constant's).
@@ -63,7 +87,7 @@ class Recurrent(SavesSeedState, keras.layers.Layer):
         self.go_backwards = go_backwards
         self.return_sequences = return_sequences
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed)
         self.accelerate = accelerate
         self.custom_gradient = custom_gradient
         self.fused = fused

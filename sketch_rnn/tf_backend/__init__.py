@@ -4,7 +4,9 @@
 - `add_over_time`: a sequence plus a per-sequence addend, with a matmul gradient;
 - `compile_function`: `tf.function`, optionally with XLA, for the sampling loop;
 - `lstm`: the LSTM engines (hand-written backward pass on TF ops, the fused C++ op of
-  `fused_lstm`, cuDNN on a GPU), which `sketch_rnn.engines` chooses between.
+  `fused_lstm`, cuDNN on a GPU), which `sketch_rnn.engines` chooses between;
+- `distribute`: data-parallel training with tf.distribute (strategies, per-replica input,
+  the replica's place in a step).
 """
 
 import tensorflow as tf
@@ -63,6 +65,7 @@ def gpu_available():
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-from sketch_rnn.tf_backend import fused_lstm, lstm  # noqa: E402  (they use the helpers above)
+from sketch_rnn.tf_backend import distribute, fused_lstm, lstm  # noqa: E402  (they use the helpers above)
 
-__all__ = ["scan", "add_over_time", "compile_function", "gpu_available", "fused_lstm", "lstm"]
+__all__ = ["scan", "add_over_time", "compile_function", "gpu_available", "distribute", "fused_lstm",
+           "lstm"]

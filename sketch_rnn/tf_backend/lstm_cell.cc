@@ -151,7 +151,9 @@ void CheckShapes(OpKernelContext* ctx, int64_t steps, int64_t rows, int64_t unit
               ShapeError("`inside` with T * B elements or none", inside));
   OP_REQUIRES(ctx, dropout.NumElements() == 0 || dropout.NumElements() == steps * rows * units,
               ShapeError("`dropout` (T, B, H) or empty", dropout));
-  OP_REQUIRES(ctx, active.NumElements() == 0 || (active.NumElements() == steps && inside.NumElements() > 0),
+  // A batch of no rows (a replica's share of a small last batch) has an empty `inside`.
+  OP_REQUIRES(ctx, active.NumElements() == 0 ||
+                       (active.NumElements() == steps && (inside.NumElements() > 0 || rows == 0)),
               ShapeError("`active` (T,) with `inside`, or empty", active));
 }
 
