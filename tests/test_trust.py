@@ -597,7 +597,7 @@ def test_memory_error_in_training_is_one_line(tmp_path, capsys, monkeypatch):
 
     def exhausted(*args, **kwargs):
         raise MemoryError
-    monkeypatch.setattr(utils, "load_strokes", exhausted)
+    monkeypatch.setattr(utils, "load_npz", exhausted)  # what every data set loader reads with
     code, _, err = train_main(capsys, f"--data_dir={data_dir}", "--data_set=sketches",
                               f"--experiment_dir={tmp_path / 'run'}", f"--hparams={TINY}")
     assert_one_line_error(code, err, "out of memory")
