@@ -34,6 +34,10 @@ class SketchBatches(keras.utils.PyDataset):
             max_seq_len. The model's loss is divided by max_seq_len either way; what a
             trimmed batch leaves out is the training pen loss on steps after every sketch
             of the batch has ended (the evaluation losses mask those steps anyway).
+        tail: with `trim`, cut each batch this many steps after its longest sketch (at
+            most max_seq_len steps): every sketch of the batch then trains its
+            end-of-sketch pen state (p3 = 1) on at least `tail` steps (with tail 0 the
+            batch's longest sketch trains it on none).
         render: None, or a function of the batch's B stroke-3 sketches returning their
             pictures (B, S, S, 1) (`sketch_rnn.raster.batch_renderer`): x is then the dict
             {"strokes", "image"}, the pictures drawn from the augmented sketches, so that
@@ -53,6 +57,7 @@ class SketchBatches(keras.utils.PyDataset):
         drop_remainder=True,
         bucket_batches=0,
         trim=False,
+        tail=0,
         render=None,
         **kwargs,
     ):
@@ -66,6 +71,7 @@ class SketchBatches(keras.utils.PyDataset):
         self.drop_remainder = drop_remainder
         self.bucket_batches = bucket_batches
         self.trim = trim
+        self.tail = tail
         self.render = render
         self.epoch = 0  # the epoch being served, set by callbacks.BatchEpoch
         self._order_cache = None  # (epoch, permutation) of the last epoch asked for
@@ -113,8 +119,9 @@ class SketchBatches(keras.utils.PyDataset):
 
         Returns:
             x: float32 stroke-5 batch of shape (B, T + 1, 5) starting with S0, where T is
-                max_seq_len, or the batch's longest sketch when trimming; with `render`, the
-                dict {"strokes": that batch, "image": (B, S, S, 1) float32 pictures}.
+                max_seq_len, or when trimming min(max_seq_len, longest sketch + `tail`);
+                with `render`, the dict {"strokes": that batch, "image": (B, S, S, 1)
+                float32 pictures}.
             y: the targets x[:, 1:], shape (B, T, 5).
         """
         return self.piece(self.epoch, i)
@@ -126,7 +133,8 @@ class SketchBatches(keras.utils.PyDataset):
         one row longer (`np.array_split`): replica r of a data-parallel step trains on the
         sketches one device would, and `model.LatentSample` gives it the matching rows of
         the z noise. A share is augmented from ``[seed, epoch, i, replica]`` (the whole
-        batch, from ``[seed, epoch, i]``) and trimmed after its own longest sketch.
+        batch, from ``[seed, epoch, i]``) and trimmed after its own longest sketch (plus
+        `tail` steps).
 
         Returns:
             (x, y) as ``__getitem__``, with this replica's rows (possibly none, for a last
@@ -142,7 +150,8 @@ class SketchBatches(keras.utils.PyDataset):
         rng = np.random.default_rng(key) if self.augment else None
         sketches, x, lengths = self.loader.get_batch(indices, rng=rng, augment=self.augment)
         if self.trim:
-            x = x[:, : int(lengths.max(initial=1)) + 1]  # an empty share keeps one step
+            longest = int(lengths.max(initial=1))  # 1 for an empty share: no 0-step batch
+            x = x[:, : min(longest + self.tail, self.loader.max_seq_len) + 1]
         y = x[:, 1:, :].copy()  # (B, T, 5)
         if self.render is not None:
             return {"strokes": x, "image": self.render(sketches)}, y

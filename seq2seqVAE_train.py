@@ -408,14 +408,15 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
 
 def training_batches(hps, loader):
     """The training command's batches of `loader`: shuffled and augmented from hps.seed and the
-    epoch, bucketed and trimmed when hps.bucket_batches asks (benchmarks train on these too)."""
+    epoch, bucketed and trimmed (hps.bucket_tail steps after each batch's longest sketch) when
+    hps.bucket_batches asks (benchmarks train on these too)."""
     from batch_generator import SketchBatches
     from sketch_rnn.raster import batch_renderer
 
     return SketchBatches(loader, hps.batch_size, augment=True, shuffle=True, seed=hps.seed,
                          steps_per_epoch=hps.steps_per_epoch or None,
                          bucket_batches=hps.bucket_batches, trim=hps.bucket_batches > 0,
-                         render=batch_renderer(hps))
+                         tail=hps.bucket_tail, render=batch_renderer(hps))
 
 
 def stop_for_lost_worker(strategy, error, experiment_dir, last_saved, chief):

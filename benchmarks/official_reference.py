@@ -32,6 +32,7 @@ import os
 import sys
 import tempfile
 import time
+import types
 import zipfile
 
 CELLS = ("lstm", "layer_norm", "hyper")  # the official model.py's enc_model / dec_model choices
@@ -48,6 +49,32 @@ def unpack(wheel, folder):
         archive.extractall(folder, members=names)
     with open(os.path.join(folder, "magenta", "__init__.py"), "w"):
         pass
+
+
+def import_official(wheel, folder=None):
+    """Imports the official Sketch-RNN code from Magenta's wheel, as TensorFlow 1 graphs.
+
+    Sets the environment its cells need, unpacks the package into `folder` (a new temporary
+    folder when None), puts that first on sys.path, imports the package and disables
+    TensorFlow 2 behaviour, as `sketch_rnn_train.console_entry_point` does.
+
+    Returns:
+        a namespace: `tf` (tensorflow.compat.v1), the official modules `model`,
+        `sketch_rnn_train` and `utils`, and `folder`.
+    """
+    # The official cells subclass tf.compat.v1's RNNCell, which TF >= 2.16 has only with tf_keras.
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if folder is None:
+        folder = tempfile.mkdtemp(prefix="sketch-rnn-official-")
+    unpack(wheel, folder)
+    sys.path.insert(0, folder)
+    import tensorflow.compat.v1 as tf
+    from magenta.models.sketch_rnn import model, sketch_rnn_train, utils
+
+    tf.disable_v2_behavior()
+    return types.SimpleNamespace(tf=tf, model=model, sketch_rnn_train=sketch_rnn_train,
+                                 utils=utils, folder=folder)
 
 
 def apply_overrides(hps, overrides):
@@ -96,18 +123,10 @@ def main(argv=None):
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
 
-    # The official cells subclass tf.compat.v1's RNNCell, which TF >= 2.16 has only with tf_keras.
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    folder = tempfile.mkdtemp(prefix="sketch-rnn-official-")
-    unpack(args.wheel, folder)
-    sys.path.insert(0, folder)
+    official = import_official(args.wheel)
     import numpy as np
-    import tensorflow.compat.v1 as tf
-    from magenta.models.sketch_rnn import model as official_model
-    from magenta.models.sketch_rnn import sketch_rnn_train
 
-    tf.disable_v2_behavior()  # as sketch_rnn_train.console_entry_point
+    tf, official_model, sketch_rnn_train = official.tf, official.model, official.sketch_rnn_train
     np.random.seed(args.seed)
     hps = official_model.get_default_hparams()  # data_set=['aaron_sheep.npz']
     overrides = apply_overrides(hps, args.hparams)

@@ -31,13 +31,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from benchmarks.official_reference import apply_overrides, unpack  # noqa: E402
+from benchmarks.official_reference import apply_overrides, import_official  # noqa: E402
 from benchmarks.time_to_quality import (  # noqa: E402
     RECORD,
     EvaluationMarks,
@@ -78,19 +77,11 @@ def main(argv=None):
         if not os.path.isfile(path):
             parser.error(f"{flag} {path}: no such file")
 
-    # The official cells subclass tf.compat.v1's RNNCell, which TF >= 2.16 has only with tf_keras.
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    folder = tempfile.mkdtemp(prefix="sketch-rnn-official-")
-    unpack(args.wheel, folder)
-    sys.path.insert(0, folder)
+    official = import_official(args.wheel)
     import numpy as np
-    import tensorflow.compat.v1 as tf
-    from magenta.models.sketch_rnn import model as official_model
-    from magenta.models.sketch_rnn import sketch_rnn_train
-    from magenta.models.sketch_rnn import utils as official_utils
 
-    tf.disable_v2_behavior()  # as sketch_rnn_train.console_entry_point
+    tf, official_model, official_utils = official.tf, official.model, official.utils
+    sketch_rnn_train = official.sketch_rnn_train
     load_average = os.getloadavg()
     np.random.seed(args.seed)
     hps = official_model.get_default_hparams()

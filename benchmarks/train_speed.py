@@ -127,7 +127,8 @@ def time_training(hps, loader, steps, warmup=3):
     keras.utils.set_random_seed(hps.seed)
     model = compile_model(build_model(hps), hps)
     batches = SketchBatches(loader, hps.batch_size, augment=True, seed=hps.seed,
-                            bucket_batches=hps.bucket_batches, trim=hps.bucket_batches > 0)
+                            bucket_batches=hps.bucket_batches, trim=hps.bucket_batches > 0,
+                            tail=hps.bucket_tail)
     if hps.bucket_batches > 0:
         count = len(batches) if steps <= 0 else min(steps, len(batches))
         indices = np.linspace(0, len(batches) - 1, count).round().astype(int)

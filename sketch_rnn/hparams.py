@@ -74,6 +74,9 @@ class HParams:
     # batches and cut each batch after its longest sketch (about 1.7x faster, but it drops the
     # pen loss after each batch's longest sketch: not the official objective; see README).
     # 0 pads every batch to max_seq_len as the official code.
+    bucket_tail: int = 0  # With bucket_batches: cut each batch this many steps after its
+    # longest sketch (at most max_seq_len), so that every sketch trains its end-of-sketch pen
+    # state on at least that many steps. 0 cuts right after the longest sketch.
     custom_lstm_gradient: bool = True  # The LSTM's hand-written backward pass (else autodiff).
     fused_lstm_cell: bool = True  # With custom_lstm_gradient: each LSTM step's element-wise
     # work in one compiled C++ op (tf_backend/fused_lstm.py; built on first use, else TF ops).
@@ -125,9 +128,9 @@ class HParams:
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ValueError(f"{source}: hparam '{key}' must be > 0, got {getattr(self, key)}")
-        for key in ["steps_per_epoch", "save_every", "seed", "min_learning_rate",
-                    "kl_tolerance", "kl_weight", "kl_weight_start", "grad_clip",
-                    "random_scale_factor"]:
+        for key in ["steps_per_epoch", "save_every", "seed", "bucket_batches", "bucket_tail",
+                    "min_learning_rate", "kl_tolerance", "kl_weight", "kl_weight_start",
+                    "grad_clip", "random_scale_factor"]:
             if getattr(self, key) < 0:
                 raise ValueError(f"{source}: hparam '{key}' must be >= 0, got {getattr(self, key)}")
         for key in ["enc_model", "dec_model"]:
@@ -145,6 +148,10 @@ class HParams:
             if not 0 < getattr(self, key) <= 1:
                 raise ValueError(f"{source}: hparam '{key}' must be in (0, 1], got {getattr(self, key)}")
         utils.check_hparam_limits(self.to_dict(), source)  # sizes that would exhaust memory
+        if self.bucket_tail > 0 and self.bucket_batches == 0:
+            raise ValueError(f"{source}: hparam 'bucket_tail' applies to trimmed batches only "
+                             f"(bucket_batches > 0), got bucket_tail={self.bucket_tail} with "
+                             f"bucket_batches=0")
         if self.lstm_matmul_dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"{source}: hparam 'lstm_matmul_dtype' must be auto, float32 or "
                              f"bfloat16, got {self.lstm_matmul_dtype!r}")
