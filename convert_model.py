@@ -16,6 +16,10 @@ Usage:
         --z_from 5 --data_dir datasets
     python convert_model.py --run_dir examples/sheep --to_magenta_js sheep.gen.json --z_seed 0
 
+    # a trained run -> a run folder to share: its best weights without the optimizer state
+    # (float16 with --float16: half the size), its config, training log and test losses
+    python convert_model.py --run_dir experiments/sheep --share sheep_to_share --float16
+
 The official checkpoint stores no scale factor (the official code computes it from the
 training data each time it loads it): without --scale_factor it is computed the same way, the
 standard deviation of the training sketches' dx and dy, from the run's data sets in --data_dir
@@ -65,6 +69,18 @@ def add_magenta_js_arguments(parser):
                        help="export a conditional model for z ~ N(0, I) drawn with this seed")
 
 
+def add_share_arguments(parser):
+    """The flags of sharing a trained run."""
+    group = parser.add_argument_group("sharing a trained run")
+    group.add_argument("--share", metavar="OUT_DIR",
+                       help="write a copy of --run_dir to share: its weights (--checkpoint, "
+                            "default its best) without the optimizer state, model_config.json, "
+                            "logs/training_log.csv and test_losses.json")
+    group.add_argument("--float16", action="store_true",
+                       help="--share: store the weights as float16 (half the size; loaded back "
+                            "into float32, each weight within 2**-11 of its value)")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Convert Sketch-RNN models between this project's run folders and other "
@@ -79,6 +95,7 @@ def parse_args(argv=None):
                         help="folder of the run's .npz data sets")
     add_magenta_arguments(parser)
     add_magenta_js_arguments(parser)
+    add_share_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -108,6 +125,33 @@ def check_magenta_js_arguments(args):
         if args.to:
             raise ValueError("--to_magenta_js: --to is for imports; the output is the file named "
                              "by --to_magenta_js")
+
+
+def check_share_arguments(args):
+    """One-line errors for flags that do not make one share."""
+    if not args.share:
+        if args.float16:
+            raise ValueError("--float16 is a flag of --share")
+        return
+    if not args.run_dir:
+        raise ValueError("--share: give the trained run folder with --run_dir")
+    if args.to:
+        raise ValueError("--share: the new folder is --share's value; --to is for imports")
+
+
+def run_share(args):
+    """Writes the shared copy of a run; returns the lines to print."""
+    from sketch_rnn.run_folder import share_run_folder
+
+    result = share_run_folder(args.run_dir, args.share, checkpoint=args.checkpoint,
+                              float16=args.float16, force=args.force)
+    kind = "float16" if args.float16 else "float32"
+    lines = [f"{args.share}: {result['checkpoint']} without the optimizer state, {kind} "
+             f"({result['bytes'] / 1e6:.1f} MB), with the run's config, training log and test "
+             "losses"]
+    if args.float16:
+        lines.append(f"largest weight change from float16 rounding: {result['max_change']:.2e}")
+    return lines
 
 
 def run_magenta(args):
@@ -153,7 +197,8 @@ def run_magenta_js(args):
 # (flag that selects it, its flag check, the function that runs it), one per conversion
 MODES = (("from_magenta", check_magenta_arguments, run_magenta),
          ("from_magenta_js", check_magenta_js_arguments, run_magenta_js),
-         ("to_magenta_js", check_magenta_js_arguments, run_magenta_js))
+         ("to_magenta_js", check_magenta_js_arguments, run_magenta_js),
+         ("share", check_share_arguments, run_share))
 
 
 def main(argv=None):
@@ -166,7 +211,8 @@ def main(argv=None):
             flags = ", ".join(f"--{flag}" for flag, _ in chosen) or "none"
             raise ValueError(f"give exactly one conversion (given: {flags}): --from_magenta "
                              "CKPT_DIR --to RUN_DIR, --from_magenta_js MODEL.json --to RUN_DIR, "
-                             "or --run_dir RUN_DIR --to_magenta_js OUT.json")
+                             "--run_dir RUN_DIR --to_magenta_js OUT.json, or --run_dir RUN_DIR "
+                             "--share OUT_DIR")
         lines = chosen[0][1](args)
     except (ValueError, OSError, RuntimeError) as err:
         # The user's files and flags: one line, no traceback.

@@ -1,4 +1,4 @@
-"""Writing a whole run folder at once, for a model that was not trained here (an import).
+"""Writing a whole run folder at once: an imported model, or a trained run made ready to share.
 
 `load_run` (sketch_rnn.drawing), the sampling command and the notebook open it as they open a
 training run's folder: `model_config.json` as the training command writes it (with `source`
@@ -12,7 +12,8 @@ import shutil
 import utils
 
 
-def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=False):
+def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=False, config=None,
+                     float16=False, files=(), flag="--to"):
     """Writes `run_dir`: model_config.json and checkpoints/best.weights.h5, all or nothing.
 
     The folder is written beside `run_dir` under a temporary name and renamed into place,
@@ -26,6 +27,11 @@ def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=Fals
         data_sets: names of the data sets the model was trained on.
         source: JSON-able note of where the weights came from (the `source` entry).
         force: replace a run_dir that is not empty.
+        config: entries of model_config.json to keep (a trained run's config); the
+            hparams, scale factor, data sets, versions and source above replace theirs.
+        float16: store the weights as float16 (half the size; see `to_float16`).
+        files: (source path, path inside run_dir) pairs of files to copy in as well.
+        flag: the command's flag for run_dir, which the errors name.
 
     Raises:
         ValueError / UnsafePathError: naming run_dir, for a link, a file, or a folder that is
@@ -34,12 +40,12 @@ def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=Fals
     import keras
 
     run_dir = os.path.abspath(run_dir)
-    utils.refuse_link(run_dir, "--to")
+    utils.refuse_link(run_dir, flag)
     if os.path.exists(run_dir):
         if not os.path.isdir(run_dir):
-            raise ValueError(f"--to: {run_dir} exists and is not a folder")
+            raise ValueError(f"{flag}: {run_dir} exists and is not a folder")
         if os.listdir(run_dir) and not force:
-            raise ValueError(f"--to: {run_dir} is not empty; choose a new folder or replace it "
+            raise ValueError(f"{flag}: {run_dir} is not empty; choose a new folder or replace it "
                              "with --force")
     scale_factor = utils.check_scale_factor(scale_factor, "scale factor")
     data_sets = utils.check_data_set_names(list(data_sets), None, "data sets")
@@ -51,13 +57,22 @@ def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=Fals
         os.mkdir(os.path.join(staging, "checkpoints"))
         weights = os.path.join(staging, "checkpoints", "best.weights.h5")
         model.save_weights(weights)
-        config = {"hparams": model.hps.to_dict(), "scale_factor": scale_factor,
+        if float16:
+            full = weights + ".float32"
+            os.rename(weights, full)
+            to_float16(full, weights)
+            os.remove(full)
+        config = {**(config or {}), "hparams": model.hps.to_dict(), "scale_factor": scale_factor,
                   "max_seq_len": model.hps.max_seq_len, "data_set": data_sets,
                   "keras_version": keras.__version__, "backend": keras.backend.backend(),
                   "source": source}
         from callbacks import write_json_atomically
 
         write_json_atomically(config, os.path.join(staging, "model_config.json"))
+        for source_path, inside in files:
+            target = os.path.join(staging, inside)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(source_path, target)
         with open(weights, "rb") as f:
             os.fsync(f.fileno())
         _replace_folder(staging, run_dir)
@@ -76,3 +91,82 @@ def _replace_folder(new, target):
         shutil.rmtree(old)
     else:
         os.replace(new, target)  # an empty folder is replaced by the rename itself
+
+
+def to_float16(source, target):
+    """Copies the Keras weights file `source` to `target` with its float32 arrays as float16.
+
+    Keras loads such a file into the model's float32 variables as it is (each value is
+    widened back exactly), so the model computes in float32 with weights rounded to 11
+    significant bits (relative change at most 2**-11).
+
+    Raises:
+        ValueError: naming the array, for a value beyond float16's range (65504).
+    """
+    import h5py
+    import numpy as np
+
+    with h5py.File(source, "r") as old, h5py.File(target, "w") as new:
+        for key, value in old.attrs.items():
+            new.attrs[key] = value
+
+        def copy(name, item):
+            if isinstance(item, h5py.Group):
+                group = new.require_group(name)
+                for key, value in item.attrs.items():
+                    group.attrs[key] = value
+                return
+            data = item[()]
+            if getattr(data, "dtype", None) == np.float32:  # arrays and scalars
+                data = np.asarray(data)
+                if np.abs(data).max(initial=0) > np.finfo(np.float16).max:
+                    raise ValueError(f"{source}: {name} holds values beyond float16's range "
+                                     "(65504); share it without --float16")
+                data = data.astype(np.float16)
+            new.create_dataset(name, data=data)
+            for key, value in item.attrs.items():
+                new[name].attrs[key] = value
+
+        old.visititems(copy)
+
+
+def share_run_folder(run_dir, out_dir, checkpoint=None, float16=False, force=False):
+    """Writes `out_dir`, a copy of the trained run `run_dir` made to share (or ship).
+
+    The weights (by default the run's best) without the optimizer state, as float16 with
+    `float16`; model_config.json with a `source` entry naming the run, the weights and
+    their epoch and step; the training log and the test losses, if the run has them.
+
+    Returns:
+        dict: `checkpoint` (the weights file read), `bytes` (the new weights file's size),
+        `max_change` (largest absolute change of a weight; 0 without float16).
+    """
+    import numpy as np
+
+    from sketch_rnn.drawing import default_checkpoint, load_run
+    from sketch_rnn.hparams import load_config
+
+    if os.path.realpath(out_dir) == os.path.realpath(run_dir):
+        raise ValueError(f"--share: {out_dir} is the run folder itself; choose a new folder")
+    _, config = load_config(run_dir)
+    checkpoint = checkpoint or default_checkpoint(run_dir)
+    drawer = load_run(run_dir, checkpoint)
+    source = {"shared_from": os.path.abspath(run_dir), "weights": os.path.basename(checkpoint),
+              "float16": bool(float16)}
+    best = os.path.join(run_dir, "checkpoints", "best.json")
+    if os.path.basename(checkpoint) == "best.weights.h5" and os.path.isfile(best):
+        best_info = utils.read_json_config(best)
+        source.update({k: best_info[k] for k in ("epoch", "step") if k in best_info})
+    files = [(os.path.join(run_dir, inside), inside)
+             for inside in (os.path.join("logs", "training_log.csv"), "test_losses.json")
+             if os.path.isfile(os.path.join(run_dir, inside))]
+    kept = {k: v for k, v in config.items() if k != "source"}
+    write_run_folder(out_dir, drawer.model, drawer.scale_factor, drawer.data_sets, source,
+                     force=force, config=kept, float16=float16, files=files, flag="--share")
+    weights = os.path.join(out_dir, "checkpoints", "best.weights.h5")
+    max_change = 0.0
+    if float16:
+        max_change = max(float(np.abs(w - w.astype(np.float16)).max(initial=0))
+                         for w in (np.asarray(v) for v in drawer.model.get_weights())
+                         if w.dtype == np.float32)
+    return {"checkpoint": checkpoint, "bytes": os.path.getsize(weights), "max_change": max_change}

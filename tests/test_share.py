@@ -1,0 +1,165 @@
+"""`convert_model.py --run_dir RUN --share OUT [--float16]`: a trained run made ready to share.
+
+References: NumPy's own float16 rounding of the original weights, the original files
+byte for byte, and, for the shipped example model, its teacher-forced reconstruction loss
+with the original weights.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+import convert_model
+import utils
+from sketch_rnn.drawing import load_run
+from sketch_rnn.hparams import HParams
+from sketch_rnn.mixture import reconstruction_loss
+from sketch_rnn.model import build_model, compile_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = HParams.parse("enc_rnn_size=8,dec_rnn_size=12,z_size=4,num_mixture=2,max_seq_len=20,"
+                     "batch_size=4,lstm_matmul_dtype=float32")
+
+
+@pytest.fixture
+def trained_run(tmp_path):
+    """A run folder as the training command leaves it: a checkpoint with optimizer state,
+    best weights and best.json, the log, the test losses and a config with extra keys."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "logs").mkdir()
+    keras.utils.set_random_seed(3)
+    model = compile_model(build_model(TINY), TINY)
+    model.optimizer.build(model.trainable_variables)
+    model.save_weights(run / "checkpoints" / "best.weights.h5")
+    model.save_weights(run / "checkpoints" / "ckpt-epoch0002-step00000010.weights.h5")
+    (run / "checkpoints" / "best.json").write_text(json.dumps({"epoch": 2, "step": 10}))
+    (run / "logs" / "training_log.csv").write_text("epoch,loss\n0,1.5\n1,1.25\n")
+    (run / "test_losses.json").write_text(json.dumps({"loss": 1.0}))
+    config = {"hparams": TINY.to_dict(), "scale_factor": 2.5, "max_seq_len": 20,
+              "data_set": ["cat"], "max_seq_len_cap": 250, "num_sketches": {"train": 9}}
+    (run / "model_config.json").write_text(json.dumps(config))
+    return run, [np.asarray(w) for w in model.get_weights()]
+
+
+def weight_arrays(path):
+    """Every array in a Keras weights file, by its path in the file."""
+    found = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: found.update({name: item[()]})
+                     if isinstance(item, h5py.Dataset) else None)
+    return found
+
+
+@pytest.mark.parametrize("float16", [False, True])
+def test_share_keeps_weights_config_and_logs_and_drops_the_optimizer(trained_run, tmp_path, capsys,
+                                                                     float16):
+    run, weights = trained_run
+    out = tmp_path / "shared"
+    argv = [f"--run_dir={run}", f"--share={out}"] + (["--float16"] if float16 else [])
+    assert convert_model.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and ("float16" if float16 else "float32") in printed
+
+    original = weight_arrays(run / "checkpoints" / "best.weights.h5")
+    shared = weight_arrays(out / "checkpoints" / "best.weights.h5")
+    assert any(name.startswith("optimizer") for name in original)
+    assert set(shared) == {name for name in original if not name.startswith("optimizer")}
+    for name, array in shared.items():
+        if original[name].dtype == np.float32:
+            expected = original[name].astype(np.float16) if float16 else original[name]
+            assert array.dtype == expected.dtype, name
+            np.testing.assert_array_equal(array, expected, err_msg=name)
+        else:  # seed states stay as they are
+            np.testing.assert_array_equal(array, original[name], err_msg=name)
+
+    # It loads as a run, into float32 variables holding the (rounded) weights.
+    drawer = load_run(str(out))
+    for got, want in zip(drawer.model.get_weights(), weights):
+        got = np.asarray(got)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want.astype(np.float16).astype(want.dtype)
+                                      if float16 and want.dtype == np.float32 else want)
+
+    config = json.loads((out / "model_config.json").read_text())
+    before = json.loads((run / "model_config.json").read_text())
+    assert {k: config[k] for k in before} == before  # extra keys kept, nothing changed
+    assert config["source"] == {"shared_from": str(run), "weights": "best.weights.h5",
+                                "float16": float16, "epoch": 2, "step": 10}
+    for inside in ("logs/training_log.csv", "test_losses.json"):
+        assert (out / inside).read_bytes() == (run / inside).read_bytes()
+    assert not (out / "checkpoints" / "best.json").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.weights.h5"]
+
+
+def test_share_of_a_named_checkpoint_says_which(trained_run, tmp_path):
+    run, _ = trained_run
+    checkpoint = run / "checkpoints" / "ckpt-epoch0002-step00000010.weights.h5"
+    out = tmp_path / "shared"
+    assert convert_model.main([f"--run_dir={run}", f"--share={out}",
+                               f"--checkpoint={checkpoint}"]) == 0
+    source = json.loads((out / "model_config.json").read_text())["source"]
+    assert source["weights"] == checkpoint.name and "step" not in source
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--share=OUT"], "--share: give the trained run folder with --run_dir"),
+    (["--run_dir=RUN", "--share=OUT", "--to=X"], "--share: the new folder is --share's value"),
+    (["--run_dir=RUN", "--float16", "--to_magenta_js=x.json"], "--float16 is a flag of --share"),
+])
+def test_share_flag_mistakes_are_one_line_errors(argv, message, capsys):
+    assert convert_model.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {message}"), err
+
+
+def test_share_refuses_a_folder_that_is_not_empty_and_the_run_itself(trained_run, tmp_path, capsys):
+    run, _ = trained_run
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert convert_model.main([f"--run_dir={run}", f"--share={out}"]) == 2
+    assert "--share:" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
+    assert convert_model.main([f"--run_dir={run}", f"--share={run}", "--force"]) == 2
+    assert "the run folder itself" in capsys.readouterr().err
+    assert (run / "checkpoints" / "best.json").exists()
+
+
+def test_weights_beyond_float16_range_are_refused(trained_run, tmp_path, capsys):
+    run, _ = trained_run
+    with h5py.File(run / "checkpoints" / "best.weights.h5", "r+") as f:
+        name = "layers/dense_3/vars/0"  # the last Dense layer built: the mixture head's kernel
+        values = f[name][()]
+        values[0, 0] = 1e5
+        f[name][...] = values
+    out = tmp_path / "shared"
+    assert convert_model.main([f"--run_dir={run}", f"--share={out}", "--float16"]) == 2
+    err = capsys.readouterr().err
+    assert "beyond float16's range" in err and name in err
+    assert not out.exists()
+
+
+def test_the_shipped_model_keeps_its_loss_in_float16(tmp_path, shared_datasets):
+    """A real trained model: float16 weights change its test reconstruction loss by < 0.1%."""
+    out = tmp_path / "sheep16"
+    assert convert_model.main([f"--run_dir={ROOT / 'examples' / 'sheep'}", f"--share={out}",
+                               "--float16"]) == 0
+
+    def loss(run_dir):
+        drawer = load_run(str(run_dir))
+        sketches = drawer.load_sketches(str(shared_datasets), "test")[:100]
+        x = utils.to_stroke5(sketches, drawer.hps.max_seq_len)
+        z = drawer.encode(sketches)
+        params = drawer.decoder.predict([x[:, :-1], z], verbose=0)
+        return float(reconstruction_loss(x[:, 1:], params, drawer.hps.num_mixture,
+                                         drawer.hps.max_seq_len, mask_pen=True))
+
+    full, half = loss(ROOT / "examples" / "sheep"), loss(out)
+    assert half == pytest.approx(full, rel=1e-3)
+    assert half != full  # the weights did change
+    shutil.rmtree(out)
