@@ -257,8 +257,9 @@ def test_sheep_round_trips_within_quantisation(sheep_export):
     exported z started from zeros; the file with info.initial_state, as the original model."""
     points, z, value = sheep_export["points"], sheep_export["z"], sheep_export["value"]
     back = load_run(str(sheep_export["back"]), jit_compile=False)
-    assert not back.hps.conditional and back.hps.dec_rnn_size == sheep_export["model"].hps.dec_rnn_size
-    zero_start = ours(sheep_export["model"], points, z, state=[np.zeros(256)] * 2)
+    units = sheep_export["model"].hps.dec_rnn_size
+    assert not back.hps.conditional and back.hps.dec_rnn_size == units
+    zero_start = ours(sheep_export["model"], points, z, state=[np.zeros(units)] * 2)
     assert_close(ours(back.model, points), zero_start, sheep_export["zero_tolerance"], "imported run")
     assert_close(magenta_js_reference(value, points), zero_start, sheep_export["zero_tolerance"],
                  "file from zeroState()")
