@@ -364,11 +364,12 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
           f"run folder {experiment_dir}" + (f"; resuming from {checkpoint}" if checkpoint else ""))
     for line in describe_engines(model):  # which engine runs each RNN, and why
         print(f"  {line}")
-    # Ctrl-C asks the run to stop after the current batch: a KeyboardInterrupt raised inside
-    # TensorFlow's C++ can surface as a SystemError instead (seen in CI). A second Ctrl-C
-    # stops at once; checkpoints are atomic either way. A worker of a multi-worker run
-    # stops at once: stopping one worker after its batch would leave the others waiting
-    # for it in the next one, and them it in the end of its epoch.
+    # Ctrl-C, or SIGTERM (what `kill` and job schedulers send to a background run), asks the
+    # run to stop after the current batch: a KeyboardInterrupt raised inside TensorFlow's C++
+    # can surface as a SystemError instead (seen in CI). A second signal stops at once;
+    # checkpoints are atomic either way. A worker of a multi-worker run stops at once:
+    # stopping one worker after its batch would leave the others waiting for it in the
+    # next one, and them it in the end of its epoch.
     interrupted = []
 
     def stop_after_this_batch(signum, frame):
@@ -376,10 +377,12 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
             raise KeyboardInterrupt
         interrupted.append(signum)
         model.stop_training = True
-        print("\nStopping after this batch (Ctrl-C again to stop at once)...", file=sys.stderr)
+        again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        print(f"\nStopping after this batch ({again} again to stop at once)...", file=sys.stderr)
 
-    previous_handler = signal.signal(
-        signal.SIGINT, signal.SIG_DFL if is_multi_worker(strategy) else stop_after_this_batch)
+    handler = signal.SIG_DFL if is_multi_worker(strategy) else stop_after_this_batch
+    previous_handlers = {signum: signal.signal(signum, handler)
+                         for signum in (signal.SIGINT, signal.SIGTERM)}
     verbose = "auto" if args.verbose is None else args.verbose
     if not chief and args.verbose is None:
         verbose = 0  # the chief shows the progress
@@ -393,10 +396,11 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
     except Exception as err:
         return stop_for_lost_worker(strategy, err, experiment_dir, checkpointer.last_saved, chief)
     finally:
-        signal.signal(signal.SIGINT, previous_handler)
+        for signum, previous in previous_handlers.items():
+            signal.signal(signum, previous)
     if interrupted:
         print_resume_hint(args, experiment_dir, checkpointer.last_saved)
-        return 130
+        return 128 + interrupted[0]  # 130 after Ctrl-C, 143 after SIGTERM
     if checkpointer.stopped_on_nan:
         return 1
     try:

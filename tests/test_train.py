@@ -131,7 +131,8 @@ def test_a_new_run_never_overwrites_an_existing_one(two_epoch_run, shared_datase
     assert (experiment_dir / "model_config.json").read_bytes() == before
 
 
-def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(shared_datasets, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(signum, shared_datasets, tmp_path):
     command = [sys.executable, str(REPO / "seq2seqVAE_train.py"), f"--data_dir={shared_datasets}",
                "--data_set=aaron_sheep", f"--experiment_dir={tmp_path}", "--verbose=2",
                f"--hparams={TINY},epochs=1000,save_every=2"]
@@ -141,9 +142,10 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(shared_datasets
     checkpoints = tmp_path / "checkpoints"
     while time.time() < deadline and len(list(checkpoints.glob("ckpt-*.weights.h5"))) < 2:
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr[-2000:]
+    assert process.returncode == 128 + signum, stderr[-2000:]  # 130, 143: as the shell reports
+    assert "Stopping after this batch" in stderr
     assert "The last checkpoint is intact" in stderr and f"--checkpoint={tmp_path}" in stderr
     assert not list(checkpoints.glob(".tmp-*"))
     for checkpoint in checkpoints.glob("ckpt-*.weights.h5"):
