@@ -106,6 +106,16 @@ def apply_overrides(hps, overrides):
     return {name: getattr(hps, name) for name in names}
 
 
+def training_feed(hps, model, train_set, step):
+    """The feed of one official training step at global `step`, as sketch_rnn_train.train
+    builds it: a random batch, the decayed learning rate and the annealed KL weight."""
+    lr = (hps.learning_rate - hps.min_learning_rate) * hps.decay_rate ** step + hps.min_learning_rate
+    kl_weight = hps.kl_weight - (hps.kl_weight - hps.kl_weight_start) * hps.kl_decay_rate ** step
+    _, x, lengths = train_set.random_batch()
+    return {model.input_data: x, model.sequence_lengths: lengths, model.lr: lr,
+            model.kl_weight: kl_weight}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", required=True, help="magenta-2.1.4-py3-none-any.whl (pip download)")
@@ -139,12 +149,7 @@ def main(argv=None):
     session.run(tf.global_variables_initializer())
 
     def train_step():  # the body of sketch_rnn_train.train
-        step = session.run(model.global_step)
-        lr = (hps.learning_rate - hps.min_learning_rate) * hps.decay_rate ** step + hps.min_learning_rate
-        kl_weight = hps.kl_weight - (hps.kl_weight - hps.kl_weight_start) * hps.kl_decay_rate ** step
-        _, x, lengths = train_set.random_batch()
-        feed = {model.input_data: x, model.sequence_lengths: lengths, model.lr: lr,
-                model.kl_weight: kl_weight}
+        feed = training_feed(hps, model, train_set, session.run(model.global_step))
         return session.run([model.r_cost, model.kl_cost, model.train_op], feed)[:2]
 
     for _ in range(args.warmup):

@@ -36,7 +36,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from benchmarks.official_reference import apply_overrides, import_official  # noqa: E402
+from benchmarks.official_reference import (  # noqa: E402
+    apply_overrides,
+    import_official,
+    training_feed,
+)
 from benchmarks.time_to_quality import (  # noqa: E402
     RECORD,
     EvaluationMarks,
@@ -151,12 +155,7 @@ def main(argv=None):
     evaluate()  # the initial weights
     stopped = "budget"
     while True:  # the body of sketch_rnn_train.train, without summaries, evaluation, saving
-        step = session.run(model.global_step)
-        lr = (hps.learning_rate - hps.min_learning_rate) * hps.decay_rate ** step + hps.min_learning_rate
-        kl_weight = hps.kl_weight - (hps.kl_weight - hps.kl_weight_start) * hps.kl_decay_rate ** step
-        _, x, lengths = train_set.random_batch()
-        feed = {model.input_data: x, model.sequence_lengths: lengths, model.lr: lr,
-                model.kl_weight: kl_weight}
+        feed = training_feed(hps, model, train_set, session.run(model.global_step))
         cost, *_ = session.run([model.cost, model.r_cost, model.kl_cost, model.final_state,
                                 model.global_step, model.train_op], feed)
         if not np.isfinite(cost):
