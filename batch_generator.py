@@ -14,9 +14,12 @@ class SketchBatches(keras.utils.PyDataset):
     augmentation of batch i from ``[seed, epoch, i]``, so a batch depends only on
     (seed, epoch, i): it is the same whatever worker builds it and in whatever order,
     and a run resumed at ``initial_epoch`` sees the batches that the uninterrupted run
-    would have seen. ``epoch`` is set from outside, by ``callbacks.BatchEpoch`` at the start
-    of each epoch, from Keras's own epoch index: counting ``on_epoch_end`` calls would
-    not do, as Keras makes one more of them than there are epochs.
+    would have seen. With TensorFlow, training reads ``piece(epoch, i)`` through one
+    tf.data pipeline over all its epochs (``seq2seqVAE_train.one_device_input``); given to
+    ``fit`` itself (other backends), ``epoch`` is set from outside, by
+    ``callbacks.BatchEpoch`` at the start of each epoch, from Keras's own epoch index:
+    counting ``on_epoch_end`` calls would not do, as Keras makes one more of them than
+    there are epochs.
 
     Args:
         loader: ``utils.DataLoader`` holding the sketches.

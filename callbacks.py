@@ -163,6 +163,18 @@ def evaluate(model, loader, kl_weight=None, seed=EVALUATION_SEED, classes=None,
     return logs
 
 
+def evaluation_data(batches):
+    """`batch_generator.evaluation_batches` as `evaluate` (or `fit`'s validation) takes them on
+    one device: with TensorFlow, a tf.data pass over them that leaves the batch length open
+    (given a PyDataset, Keras takes the shapes of its first two batches: two of the same
+    length, then another, and evaluation fails); with other backends, the batches themselves."""
+    if keras.backend.backend() == "tensorflow":
+        from sketch_rnn.tf_backend.distribute import one_device_batches
+
+        return one_device_batches(batches, batches.epoch, batches.epoch + 1)
+    return batches
+
+
 def _evaluate(model, loader, kl_weight, seed, distribute):
     """`evaluate` of all the loader's sketches together."""
     from sketch_rnn.raster import batch_renderer
@@ -175,7 +187,8 @@ def _evaluate(model, loader, kl_weight, seed, distribute):
         if kl_weight is not None:
             latent.kl_weight.assign(kl_weight)
     batches = evaluation_batches(loader, hps.batch_size, batch_renderer(hps))
-    data = dict(x=batches) if distribute is None else dict(x=distribute(batches), steps=len(batches))
+    data = (dict(x=evaluation_data(batches)) if distribute is None
+            else dict(x=distribute(batches), steps=len(batches)))
     try:
         logs = model.evaluate(**data, callbacks=[FixedEvaluationNoise(seed)], return_dict=True,
                               verbose=0)

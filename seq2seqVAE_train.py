@@ -270,12 +270,12 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
 
     from batch_generator import evaluation_batches
     from callbacks import (
-        BatchEpoch,
         Checkpoint,
         FixedEvaluationNoise,
         KLWeightAnnealing,
         LearningRateDecay,
         TensorBoardDrawings,
+        evaluation_data,
         write_json_atomically,
     )
     from seq2seqVAE import build_model, compile_model, describe_engines, resolved_matmul_dtype
@@ -343,8 +343,9 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
             print("TensorFlow is not installed: no TensorBoard log (logs/training_log.csv has "
                   "the losses)")
     if strategy is None:
-        fit_data = dict(x=train_batches, validation_data=valid_batches)
-        callbacks.insert(0, BatchEpoch(train_batches))
+        fit_data, feed_callbacks = one_device_input(train_batches, initial_epoch, hps.epochs)
+        fit_data["validation_data"] = evaluation_data(valid_batches)
+        callbacks[:0] = feed_callbacks
         replicas = ""
     else:
         from sketch_rnn.tf_backend.distribute import distributed_batches
@@ -421,6 +422,27 @@ def training_batches(hps, loader):
                          steps_per_epoch=hps.steps_per_epoch or None,
                          bucket_batches=hps.bucket_batches, trim=hps.bucket_batches > 0,
                          tail=hps.bucket_tail, render=batch_renderer(hps))
+
+
+def one_device_input(batches, initial_epoch, epochs):
+    """Training's `SketchBatches` as `fit` takes them on one device: the keyword arguments
+    of `fit` ({"x"} or {"x", "steps_per_epoch"}) and the callbacks they need.
+
+    With TensorFlow, one tf.data pipeline over all the epochs (`one_device_batches`: made
+    once, not once per epoch, and open to any batch length); with other backends, the
+    `SketchBatches` itself, told each epoch's index by `BatchEpoch`. Either way epoch e's
+    batches are `batches.piece(e, i)`.
+    """
+    import keras
+
+    from callbacks import BatchEpoch
+
+    if keras.backend.backend() == "tensorflow":
+        from sketch_rnn.tf_backend.distribute import one_device_batches
+
+        return dict(x=one_device_batches(batches, initial_epoch, epochs),
+                    steps_per_epoch=len(batches)), []
+    return dict(x=batches), [BatchEpoch(batches)]
 
 
 def stop_for_lost_worker(strategy, error, experiment_dir, last_saved, chief):

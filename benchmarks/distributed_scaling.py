@@ -27,7 +27,6 @@ A benchmark, not a test: run it under flock /tmp/heavy.lock, on an idle machine 
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -144,22 +143,14 @@ def time_allreduce(strategy, model, repeats=20):
 # ---------------------------------------------------------------------------------------
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def launch(args, settings, workers):
     """Runs `workers` processes of one configuration; returns their results."""
+    from sketch_rnn.tf_backend.distribute import local_cluster
+
     command = [sys.executable, os.path.abspath(__file__), f"--steps={args.steps}",
                f"--warmup={args.warmup}", f"--hparams={args.hparams}", f"--data={args.data}",
                f"--worker={json.dumps(settings)}"]
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(workers)]}
+    cluster = local_cluster(workers)
     processes = []
     for index in range(workers):
         env = dict(os.environ)

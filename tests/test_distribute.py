@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 
 import utils
 from batch_generator import SketchBatches
+from sketch_rnn.tf_backend.distribute import local_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 # No dropout and no augmentation (each replica draws its own masks and augments its own
@@ -140,16 +140,6 @@ def test_mirrored_strategy_on_two_cpus_computes_what_one_device_computes(extra, 
 # ---------------------------------------------------------------------------------------
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def command(shared_datasets, run_dir, *flags):
     return [sys.executable, str(REPO / "seq2seqVAE_train.py"), f"--data_dir={shared_datasets}",
             "--data_set=aaron_sheep", f"--experiment_dir={run_dir}", "--verbose=2", *flags]
@@ -157,7 +147,7 @@ def command(shared_datasets, run_dir, *flags):
 
 def start_workers(shared_datasets, run_dir, scratch, *flags):
     """Two workers of one cluster; returns their Popen objects (stdout, stderr to files)."""
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    cluster = local_cluster(2)
     workers = []
     for index in range(2):
         env = dict(os.environ, TF_CONFIG=json.dumps(

@@ -16,6 +16,7 @@ each step with `strategy.run` and all-reduces the gradients. What this module ad
 
 import json
 import os
+import socket
 
 import keras
 import tensorflow as tf
@@ -56,6 +57,19 @@ def cluster_from_tf_config():
                              f'"cluster", e.g. {{"type": "worker", "index": 0}}; got '
                              f"{config.get('task')!r}")
     return cluster
+
+
+def local_cluster(workers):
+    """A TF_CONFIG cluster of `workers` processes on this machine, on ports free right now:
+    {"worker": ["127.0.0.1:port", ...]} (tests and benchmarks start such runs)."""
+    sockets = [socket.socket() for _ in range(workers)]
+    try:
+        for s in sockets:  # all bound at once: no port is handed out twice
+            s.bind(("127.0.0.1", 0))
+        return {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]}
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def make_strategy(mode):
@@ -217,43 +231,66 @@ def distributed_batches(strategy, batches, initial_epoch=0, epochs=None):
         when `batches` renders pictures (encoder=cnn).
     """
     patch_keras()
-    steps = len(batches)
-    pictures = batches.render is not None
     epoch_list = [batches.epoch] if epochs is None else list(range(initial_epoch, epochs))
 
     def dataset_fn(context):
         local = context.num_replicas_in_sync // context.num_input_pipelines
         first = context.input_pipeline_id * local  # this worker's first global replica
-        replicas = context.num_replicas_in_sync
-
-        def make(element):
-            element = int(element)
-            epoch = epoch_list[element // (steps * local)]
-            step, local_replica = divmod(element % (steps * local), local)
-            x, y = batches.piece(epoch, step, first + local_replica, replicas)
-            if pictures:  # a cnn model's input: {"strokes": ..., "image": ...}
-                return x["strokes"], x["image"], y
-            return x, y
-
-        def to_tensors(element):
-            arrays = tf.numpy_function(make, [element], [tf.float32] * (3 if pictures else 2),
-                                       stateful=False)
-            x, y = tf.ensure_shape(arrays[0], (None, None, 5)), tf.ensure_shape(arrays[-1], (None, None, 5))
-            if pictures:
-                return {"strokes": x, "image": tf.ensure_shape(arrays[1], (None, None, None, 1))}, y
-            return x, y
-
-        count = len(epoch_list) * steps * local
-        dataset = tf.data.Dataset.range(count)
-        if epochs is None:
-            dataset = dataset.repeat()
-        dataset = dataset.map(to_tensors)
+        dataset = _pieces(batches, epoch_list, first, local, context.num_replicas_in_sync,
+                          repeat=epochs is None)
         options = tf.data.Options()
         # Each pipeline already holds only its replicas' rows.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return dataset.with_options(options).prefetch(2)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def one_device_batches(batches, initial_epoch, epochs):
+    """The batches of `batches` for epochs initial_epoch .. epochs - 1, as one tf.data pipeline
+    for `fit` or `evaluate` on one device (training: pass `steps_per_epoch=len(batches)`).
+
+    Given the `SketchBatches` itself, Keras makes a new generator pipeline for every epoch;
+    in the time-to-quality benchmark, which calls `model.evaluate` between steps, an epoch's
+    first step then waited now and then for about 30 seconds on aaron_sheep, 2 to 4 on
+    cat_2k, at the pipeline's change. Over all the epochs, the pipeline is made once.
+    Keras also takes a `SketchBatches`' shapes from its first two batches: length-trimmed
+    batches (bucketed training, evaluation) of which the first two have the same length
+    then fail at the first other length. Here the length is left open. The batches are
+    `batches.piece(epoch, i)`, in order, as without this.
+    """
+    epoch_list = list(range(initial_epoch, epochs))
+    return _pieces(batches, epoch_list, 0, 1, 1, repeat=False).prefetch(2)
+
+
+def _pieces(batches, epoch_list, first, local, replicas, repeat):
+    """The dataset of one input pipeline: for each epoch of `epoch_list` and each step, the
+    rows `batches.piece(epoch, step, r, replicas)` of its `local` replicas r = first, ...,
+    first + local - 1, in turn; over and over if `repeat`."""
+    steps = len(batches)
+    pictures = batches.render is not None
+
+    def make(element):
+        element = int(element)
+        epoch = epoch_list[element // (steps * local)]
+        step, local_replica = divmod(element % (steps * local), local)
+        x, y = batches.piece(epoch, step, first + local_replica, replicas)
+        if pictures:  # a cnn model's input: {"strokes": ..., "image": ...}
+            return x["strokes"], x["image"], y
+        return x, y
+
+    def to_tensors(element):
+        arrays = tf.numpy_function(make, [element], [tf.float32] * (3 if pictures else 2),
+                                   stateful=False)
+        x, y = tf.ensure_shape(arrays[0], (None, None, 5)), tf.ensure_shape(arrays[-1], (None, None, 5))
+        if pictures:
+            return {"strokes": x, "image": tf.ensure_shape(arrays[1], (None, None, None, 1))}, y
+        return x, y
+
+    dataset = tf.data.Dataset.range(len(epoch_list) * steps * local)
+    if repeat:
+        dataset = dataset.repeat()
+    return dataset.map(to_tensors)
 
 
 # ---------------------------------------------------------------------------------------
