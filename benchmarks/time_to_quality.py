@@ -5,7 +5,7 @@ Usage:
         --official_python /tmp/official/bin/python \\
         --wheel /tmp/official/wheel/magenta-2.1.4-py3-none-any.whl \\
         [--minutes 20] [--eval_every_minutes 2] [--hparams "k=v,..."] [--json] \\
-        [--plot curves.png] [--skip_official]
+        [--plot curves.png] [--skip_official] [--official_hparams "k=v,..."]
 
 Trains our model for a wall-clock budget (`--minutes` of training time) on the data set, the
 way the training command does (its data preparation, batches, schedules and `model.fit`),
@@ -38,10 +38,11 @@ differ between runs.
 
 `--hparams` overrides our defaults; the overrides that the official code also has (model
 size, cells, schedules, dropout, augmentation, batch size...) are given to it too, so the two
-train the same model. max_seq_len is ours only (the official code always pads to the data's
-longest sketch), as are our speed settings (bucket_batches, lstm_matmul_dtype...). The seed
-(hparam `seed`) seeds both: our data order, augmentation, dropout and z noise; the official
-NumPy and graph seeds.
+train the same model. `--official_hparams` replaces what the official code is given: "" runs
+it with its defaults, to measure a lever of ours against the official defaults. max_seq_len is
+ours only (the official code always pads to the data's longest sketch), as are our speed
+settings (bucket_batches, lstm_matmul_dtype...). The seed (hparam `seed`) seeds both: our data
+order, augmentation, dropout and z noise; the official NumPy and graph seeds.
 
 This module's top level imports the standard library only: `official_time_to_quality.py`
 imports its clock and the conversion in the official environment.
@@ -222,6 +223,18 @@ class EvaluationMarks:
         self.next = (math.floor(minutes / self.every) + 1) * self.every
 
 
+def stalls(step_seconds, steps_per_epoch, factor=3.0):
+    """The steps that took more than `factor` times the median step (the first excepted: it
+    traces and compiles), as records {step, seconds, epoch_step}: `step` counts from 1,
+    `epoch_step` is the step's place in its epoch (1 for an epoch's first). `step_seconds`
+    run from one step's end to the next's, waits for data and epoch ends included."""
+    if len(step_seconds) < 3:
+        return []
+    typical = sorted(step_seconds[1:])[len(step_seconds[1:]) // 2]
+    return [{"step": i + 1, "seconds": seconds, "epoch_step": i % steps_per_epoch + 1}
+            for i, seconds in enumerate(step_seconds) if i > 0 and seconds > factor * typical]
+
+
 def curve_point(minutes, nats_per_point, step, eval_seconds, **extra):
     return {"minutes": minutes, "nats_per_point": nats_per_point, "step": step,
             "eval_seconds": eval_seconds, **extra}
@@ -241,9 +254,9 @@ def train_ours(data, minutes, every, overrides):
     """Trains our model for `minutes` of training time; returns the curve and the run's facts."""
     import keras
 
-    from callbacks import BatchEpoch, KLWeightAnnealing, LearningRateDecay, evaluate
+    from callbacks import KLWeightAnnealing, LearningRateDecay, evaluate
     from seq2seqVAE import build_model, compile_model, describe_engines, resolved_matmul_dtype
-    from seq2seqVAE_train import prepare, training_batches
+    from seq2seqVAE_train import one_device_input, prepare, training_batches
 
     load_average = os.getloadavg()
     began = time.perf_counter()
@@ -278,22 +291,33 @@ def train_ours(data, minutes, every, overrides):
                 model.stop_training = True
         marks.evaluated(point["minutes"])
 
+    # Each step's wall-clock time from the previous step's end (its evaluation excepted): the
+    # wait for its batch and any work between epochs count, as they count on the clock.
+    step_seconds = []
+
     class Marks(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.last = time.perf_counter()
+
         def on_train_batch_end(self, batch, logs=None):
+            step_seconds.append(time.perf_counter() - self.last)
             now = clock.minutes()
             if marks.due(now):
                 evaluate_now(self.model)
             if marks.finished(now):
                 self.model.stop_training = True
+            self.last = time.perf_counter()
 
     clock.start()
     keras.utils.set_random_seed(hps.seed)
     model = compile_model(build_model(hps), hps)
     batches = training_batches(hps, loaders["train"])
     evaluate_now(model)  # the initial weights
-    callbacks = [BatchEpoch(batches), LearningRateDecay(hps), KLWeightAnnealing(hps),
+    # Epochs enough for any budget (the training command's feed spans them all).
+    fit_data, feed_callbacks = one_device_input(batches, 0, 10**5)
+    callbacks = [*feed_callbacks, LearningRateDecay(hps), KLWeightAnnealing(hps),
                  keras.callbacks.TerminateOnNaN(), Marks()]
-    history = model.fit(batches, epochs=10**9, callbacks=callbacks, shuffle=False, verbose=0)
+    history = model.fit(**fit_data, epochs=10**5, callbacks=callbacks, shuffle=False, verbose=0)
     if any(not math.isfinite(v) for v in history.history.get("loss", [])[-1:]):
         state["stopped"] = "not finite"
     steps = curve[-1]["step"]
@@ -313,6 +337,8 @@ def train_ours(data, minutes, every, overrides):
         "lstm_matmul_dtype": resolved_matmul_dtype(hps),
         "engines": describe_engines(model),
         "stopped": state["stopped"],
+        "step_seconds": step_seconds,
+        "stalls": stalls(step_seconds, len(batches)),
     }
 
 
@@ -409,6 +435,13 @@ def format_report(report, every, minutes):
                          f"{result['max_seq_len']}, evaluation {result['eval_seconds']:.0f} s not "
                          f"counted; valid {result['valid_sketches']} sketches, "
                          f"{result['valid_points']} points; stopped: {result['stopped']}")
+    stalled = ours.get("stalls") or []
+    if stalled:
+        lines.append(f"    ours: {len(stalled)} steps took over 3x the median step (data and "
+                     "epoch ends included), "
+                     f"{sum(s['seconds'] for s in stalled):.0f} s in all: " + ", ".join(
+                         f"step {s['step']} (epoch step {s['epoch_step']}) {s['seconds']:.1f} s"
+                         for s in stalled[:8]) + (" ..." if len(stalled) > 8 else ""))
     if official and (ours["valid_sketches"], ours["valid_points"]) != (
             official["valid_sketches"], official["valid_points"]):
         lines.append("  note: the two evaluated different validation sketches (ours drops those "
@@ -451,7 +484,9 @@ def plot_curves(path, report):
     import utils
 
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
-    for side, label, style in (("ours", "ours", "o-"), ("official", "official code", "s-")):
+    ours_label = f"ours ({report['hparams']})" if report.get("hparams") else "ours"
+    official_label = f"official code ({report.get('official_hparams') or 'defaults'})"
+    for side, label, style in (("ours", ours_label, "o-"), ("official", official_label, "s-")):
         if report.get(side):
             points = points_of(report[side]["curve"])
             axes.plot([p[0] for p in points], [p[1] for p in points], style, label=label, markersize=4)
@@ -483,6 +518,10 @@ def parse_args(argv=None):
     parser.add_argument("--hparams", default="",
                         help='our hparam overrides, "k=v,k2=v2"; those the official code has are '
                              "given to it too")
+    parser.add_argument("--official_hparams", default=None,
+                        help='the official code\'s hparam overrides, "k=v,..." (default: those of '
+                             "--hparams it has too); give \"\" to run it with its defaults while "
+                             "ours tries a lever")
     parser.add_argument("--official_python", help="python of the official environment "
                                                   "(see benchmarks/official_reference.py)")
     parser.add_argument("--wheel", help="magenta-2.1.4-py3-none-any.whl (pip download magenta==2.1.4)")
@@ -503,6 +542,12 @@ def parse_args(argv=None):
             parser.error(f"--official_python {args.official_python}: not an executable file")
         if not os.path.isfile(args.wheel):
             parser.error(f"--wheel {args.wheel}: no such file")
+    if args.official_hparams:
+        for item in filter(None, (i.strip() for i in args.official_hparams.split(","))):
+            name = item.split("=", 1)[0].strip()
+            if "=" not in item or name not in OFFICIAL_SHARED_HPARAMS:
+                parser.error(f"--official_hparams {item!r}: expected name=value with a name of "
+                             f"{', '.join(OFFICIAL_SHARED_HPARAMS)}")
     if args.plot:
         directory = os.path.dirname(os.path.abspath(args.plot))
         if not os.path.isdir(directory):
@@ -523,7 +568,9 @@ def main(argv=None):
     quiet_tensorflow()
     report = {"data": args.data, "minutes": args.minutes, "eval_every_minutes": args.eval_every_minutes,
               "cpu": cpu_name(), "cores": os.cpu_count(), "load_average_start": list(os.getloadavg()),
-              "hparams": args.hparams, "official_hparams": split_hparams(args.hparams)}
+              "hparams": args.hparams,
+              "official_hparams": (split_hparams(args.hparams) if args.official_hparams is None
+                                   else args.official_hparams)}
     print(f"ours: training for {args.minutes:g} min on {args.data}", flush=True)
     try:
         report["ours"] = train_ours(args.data, args.minutes, args.eval_every_minutes, args.hparams)

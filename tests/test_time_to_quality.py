@@ -10,7 +10,9 @@ from benchmarks.time_to_quality import (
     EvaluationMarks,
     compare_curves,
     official_nats_per_point,
+    parse_args,
     split_hparams,
+    stalls,
     time_to_reach,
     value_at,
 )
@@ -140,3 +142,22 @@ def test_only_hparams_the_official_code_shares_are_given_to_it():
     overrides = "z_size=64, bucket_batches=10,dec_model=layer_norm,max_seq_len=200,seed=3,batch_size=50"
     assert split_hparams(overrides) == "z_size=64,dec_model=layer_norm,batch_size=50"
     assert split_hparams("") == ""
+
+
+def test_official_hparams_name_only_what_the_official_code_has(tmp_path, capsys):
+    data = tmp_path / "d.npz"
+    data.write_bytes(b"")
+    base = ["--data", str(data), "--skip_official"]
+    assert parse_args(base).official_hparams is None  # the shared part of --hparams, later
+    assert parse_args(base + ["--official_hparams", ""]).official_hparams == ""
+    assert parse_args(base + ["--official_hparams", "learning_rate=0.002"]).official_hparams
+    for wrong in ["bucket_batches=10", "learning_rate", "lerning_rate=0.1"]:
+        with pytest.raises(SystemExit):
+            parse_args(base + ["--official_hparams", wrong])
+        assert f"--official_hparams '{wrong}'" in capsys.readouterr().err
+
+
+def test_stalls_are_the_steps_over_three_times_the_median_after_the_first():
+    seconds = [9.0, 1.0, 1.1, 0.9, 3.5, 1.0, 2.9, 1.0]  # median of steps 2..8: 1.0
+    assert stalls(seconds, steps_per_epoch=4) == [{"step": 5, "seconds": 3.5, "epoch_step": 1}]
+    assert stalls([5.0, 1.0], steps_per_epoch=4) == []
