@@ -252,7 +252,7 @@ def one_device_batches(batches, initial_epoch, epochs):
 
     Given the `SketchBatches` itself, Keras makes a new generator pipeline for every epoch;
     in the time-to-quality benchmark, which calls `model.evaluate` between steps, an epoch's
-    first step then waited now and then for about 30 seconds on aaron_sheep, 2 to 4 on
+    first step then waited now and then for about 30 seconds on aaron_sheep, 1 to 4 on
     cat_2k, at the pipeline's change. Over all the epochs, the pipeline is made once.
     Keras also takes a `SketchBatches`' shapes from its first two batches: length-trimmed
     batches (bucketed training, evaluation) of which the first two have the same length
