@@ -313,11 +313,11 @@ def train_ours(data, minutes, every, overrides):
     model = compile_model(build_model(hps), hps)
     batches = training_batches(hps, loaders["train"])
     evaluate_now(model)  # the initial weights
-    # Epochs enough for any budget (the training command's feed spans them all).
-    fit_data, feed_callbacks = one_device_input(batches, 0, 10**5)
+    epochs = 10**5  # enough for any budget (the training command's feed spans them all)
+    fit_data, feed_callbacks = one_device_input(batches, 0, epochs)
     callbacks = [*feed_callbacks, LearningRateDecay(hps), KLWeightAnnealing(hps),
                  keras.callbacks.TerminateOnNaN(), Marks()]
-    history = model.fit(**fit_data, epochs=10**5, callbacks=callbacks, shuffle=False, verbose=0)
+    history = model.fit(**fit_data, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=0)
     if any(not math.isfinite(v) for v in history.history.get("loss", [])[-1:]):
         state["stopped"] = "not finite"
     steps = curve[-1]["step"]

@@ -4,23 +4,12 @@ TensorFlow, one tf.data pipeline over every epoch, serving what `SketchBatches` 
 import keras
 import numpy as np
 import pytest
+from test_bucket_tail import sketches_of
 
 import utils
 from batch_generator import SketchBatches
 from seq2seqVAE import HParams, build_model, compile_model
 from seq2seqVAE_train import one_device_input
-
-
-def sketches_of(lengths, seed=0):
-    rng = np.random.default_rng(seed)
-    sketches = []
-    for n in lengths:
-        sketch = np.zeros((n, 3), np.float32)
-        sketch[:, :2] = rng.normal(scale=2.0, size=(n, 2))
-        sketch[2::3, 2] = 1
-        sketch[-1, 2] = 1
-        sketches.append(sketch)
-    return sketches
 
 
 def elements(dataset):
