@@ -163,16 +163,24 @@ def evaluate(model, loader, kl_weight=None, seed=EVALUATION_SEED, classes=None,
     return logs
 
 
+def one_device_pipeline(batches, first_epoch, end_epoch):
+    """With TensorFlow, epochs `first_epoch` .. `end_epoch - 1` of `batches` (a `SketchBatches`
+    or evaluation batches) as one tf.data pipeline that leaves the batch length open
+    (`one_device_batches`): given a PyDataset, Keras takes the shapes of its first two batches
+    (two of the same length, then another, and the step fails) and wraps it anew each epoch.
+    None with other backends, which take the batches themselves."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    from sketch_rnn.tf_backend.distribute import one_device_batches
+
+    return one_device_batches(batches, first_epoch, end_epoch)
+
+
 def evaluation_data(batches):
     """`batch_generator.evaluation_batches` as `evaluate` (or `fit`'s validation) takes them on
-    one device: with TensorFlow, a tf.data pass over them that leaves the batch length open
-    (given a PyDataset, Keras takes the shapes of its first two batches: two of the same
-    length, then another, and evaluation fails); with other backends, the batches themselves."""
-    if keras.backend.backend() == "tensorflow":
-        from sketch_rnn.tf_backend.distribute import one_device_batches
-
-        return one_device_batches(batches, batches.epoch, batches.epoch + 1)
-    return batches
+    one device: one pass of `one_device_pipeline`, or the batches themselves."""
+    pipeline = one_device_pipeline(batches, batches.epoch, batches.epoch + 1)
+    return batches if pipeline is None else pipeline
 
 
 def _evaluate(model, loader, kl_weight, seed, distribute):

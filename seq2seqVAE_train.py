@@ -428,21 +428,17 @@ def one_device_input(batches, initial_epoch, epochs):
     """Training's `SketchBatches` as `fit` takes them on one device: the keyword arguments
     of `fit` ({"x"} or {"x", "steps_per_epoch"}) and the callbacks they need.
 
-    With TensorFlow, one tf.data pipeline over all the epochs (`one_device_batches`: made
+    With TensorFlow, one tf.data pipeline over all the epochs (`one_device_pipeline`: made
     once, not once per epoch, and open to any batch length); with other backends, the
     `SketchBatches` itself, told each epoch's index by `BatchEpoch`. Either way epoch e's
     batches are `batches.piece(e, i)`.
     """
-    import keras
+    from callbacks import BatchEpoch, one_device_pipeline
 
-    from callbacks import BatchEpoch
-
-    if keras.backend.backend() == "tensorflow":
-        from sketch_rnn.tf_backend.distribute import one_device_batches
-
-        return dict(x=one_device_batches(batches, initial_epoch, epochs),
-                    steps_per_epoch=len(batches)), []
-    return dict(x=batches), [BatchEpoch(batches)]
+    pipeline = one_device_pipeline(batches, initial_epoch, epochs)
+    if pipeline is None:
+        return dict(x=batches), [BatchEpoch(batches)]
+    return dict(x=pipeline, steps_per_epoch=len(batches)), []
 
 
 def stop_for_lost_worker(strategy, error, experiment_dir, last_saved, chief):
