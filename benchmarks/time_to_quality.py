@@ -164,10 +164,15 @@ def official_nats_per_point(r_costs, batch_sizes, max_seq_len, points):
     return total / sum(int(p) for p in points)
 
 
+def hparam_items(overrides):
+    """The non-empty items of a "k=v,k2=v2" override string, stripped, each with its name."""
+    items = [item.strip() for item in (overrides or "").split(",") if item.strip()]
+    return [(item, item.split("=", 1)[0].strip()) for item in items]
+
+
 def split_hparams(overrides):
     """The items of `--hparams` that the official code is given too, as "k=v,..."."""
-    items = [item.strip() for item in (overrides or "").split(",") if item.strip()]
-    return ",".join(item for item in items if item.split("=", 1)[0].strip() in OFFICIAL_SHARED_HPARAMS)
+    return ",".join(item for item, name in hparam_items(overrides) if name in OFFICIAL_SHARED_HPARAMS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -543,8 +548,7 @@ def parse_args(argv=None):
         if not os.path.isfile(args.wheel):
             parser.error(f"--wheel {args.wheel}: no such file")
     if args.official_hparams:
-        for item in filter(None, (i.strip() for i in args.official_hparams.split(","))):
-            name = item.split("=", 1)[0].strip()
+        for item, name in hparam_items(args.official_hparams):
             if "=" not in item or name not in OFFICIAL_SHARED_HPARAMS:
                 parser.error(f"--official_hparams {item!r}: expected name=value with a name of "
                              f"{', '.join(OFFICIAL_SHARED_HPARAMS)}")
