@@ -82,6 +82,39 @@ class BatchEpoch(keras.callbacks.Callback):
         self.batches.epoch = epoch
 
 
+class TrainingStopped(Exception):
+    """Raised by `StopAfterBatch` to leave `fit` between two batches."""
+
+
+class StopAfterBatch(keras.callbacks.Callback):
+    """Ends `fit` after the batch during which `request()` was called (from a signal handler).
+
+    Setting `model.stop_training` instead would let Keras end the epoch first: validate, and
+    hand the partial epoch to every epoch-end callback, which writes a log row for it that a
+    resumed run, redoing that epoch, writes again. This leaves `fit` by raising
+    `TrainingStopped` from the batch's end, so an interrupted epoch leaves no trace; the
+    caller then ends the callbacks (`end_callbacks`) so their files are closed. A request
+    made after an epoch's last batch lets that epoch end whole, checkpoint included.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+
+    def request(self):
+        self.requested = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested:
+            raise TrainingStopped
+
+
+def end_callbacks(callbacks):
+    """Runs `on_train_end` of each callback, as `fit` would have (closing logs and writers)."""
+    for callback in callbacks:
+        callback.on_train_end()
+
+
 # ---------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------

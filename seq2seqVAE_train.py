@@ -274,7 +274,10 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
         FixedEvaluationNoise,
         KLWeightAnnealing,
         LearningRateDecay,
+        StopAfterBatch,
         TensorBoardDrawings,
+        TrainingStopped,
+        end_callbacks,
         evaluation_data,
         write_json_atomically,
     )
@@ -366,18 +369,21 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
     for line in describe_engines(model):  # which engine runs each RNN, and why
         print(f"  {line}")
     # Ctrl-C, or SIGTERM (what `kill` and job schedulers send to a background run), asks the
-    # run to stop after the current batch: a KeyboardInterrupt raised inside TensorFlow's C++
-    # can surface as a SystemError instead (seen in CI). A second signal stops at once;
-    # checkpoints are atomic either way. A worker of a multi-worker run stops at once:
-    # stopping one worker after its batch would leave the others waiting for it in the
-    # next one, and them it in the end of its epoch.
+    # run to stop after the current batch (`StopAfterBatch`; the interrupted epoch is
+    # neither validated nor logged, and the run resumes at its start): a KeyboardInterrupt
+    # raised inside TensorFlow's C++ can surface as a SystemError instead (seen in CI). A
+    # second signal stops at once; checkpoints are atomic either way. A worker of a
+    # multi-worker run stops at once: stopping one worker after its batch would leave the
+    # others waiting for it in the next one, and them it in the end of its epoch.
     interrupted = []
+    stopper = StopAfterBatch()
+    callbacks.append(stopper)
 
     def stop_after_this_batch(signum, frame):
         if interrupted:
             raise KeyboardInterrupt
         interrupted.append(signum)
-        model.stop_training = True
+        stopper.request()
         again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
         print(f"\nStopping after this batch ({again} again to stop at once)...", file=sys.stderr)
 
@@ -392,6 +398,8 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
         # run sees the same batches in the same order; Keras's own shuffle would not.
         model.fit(**fit_data, epochs=hps.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
                   shuffle=False, verbose=verbose)
+    except TrainingStopped:
+        end_callbacks(callbacks)
     except KeyboardInterrupt:
         interrupted.append(signal.SIGINT)
     except Exception as err:

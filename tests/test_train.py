@@ -151,6 +151,11 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(signum, shared_
     for checkpoint in checkpoints.glob("ckpt-*.weights.h5"):
         with h5py.File(checkpoint, "r") as f:
             assert "layers" in f and "optimizer" in f
+    # The epoch it stopped in ends with no validation and no row in the log: the log holds
+    # one row per epoch the newest checkpoint finished, so a resumed run that redoes the
+    # interrupted epoch writes its row once.
+    finished = int(newest_checkpoint(tmp_path).name.split("-")[1].removeprefix("epoch"))
+    assert [row["epoch"] for row in read_log(tmp_path)] == [str(e) for e in range(finished)]
 
 
 def test_other_cells_train_resume_and_draw_through_the_commands(shared_datasets, tmp_path):
