@@ -452,7 +452,10 @@ class Checkpoint(keras.callbacks.Callback):
     step); the newest `keep` are kept. `best.weights.h5` holds the
     model with the lowest validation loss so far, and `best.json` its loss and step, so a
     resumed run keeps comparing against it. A checkpoint whose weights are not finite is
-    never written: training stops instead, naming the last good checkpoint. Temporary files
+    never written: training stops instead, naming the last good checkpoint; a
+    non-finite loss or weights found after a batch stop it there by raising
+    `TrainingStopped`, as `StopAfterBatch` does, so the broken epoch is neither validated nor
+    logged (`stopped_on_nan` tells the caller why it stopped). Temporary files
     left by a killed run's writes are deleted when the next run starts.
 
     Args:
@@ -500,19 +503,23 @@ class Checkpoint(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self._stop_on_nan(f"the training loss became {loss}")
-            return
-        if self.save_every:
+        elif self.save_every:
             step = global_step(self.model)
             if step % self.save_every == 0:
                 self._save_step(step)
+        if self.stopped_on_nan:
+            # Leave fit between two batches, as StopAfterBatch does: the broken epoch gets
+            # no validation, no log row and no epoch-end checkpoint.
+            raise TrainingStopped
 
     def on_epoch_end(self, epoch, logs=None):
         if self.model.stop_training:
-            return
+            return  # another callback ended the epoch early: it was not finished
         step = global_step(self.model)
         self.epoch = epoch + 1
         self._save_step(step)
         if self.stopped_on_nan:
+            self.model.stop_training = True  # the epoch is over: fit ends after it
             return  # the weights are not finite: not a best model either
         value = (logs or {}).get(self.monitor)
         if value is None or not math.isfinite(float(value)):
@@ -539,7 +546,6 @@ class Checkpoint(keras.callbacks.Callback):
             os.remove(old)
 
     def _stop_on_nan(self, reason):
-        self.model.stop_training = True
         self.stopped_on_nan = True
         last = self.last_saved or "none was written yet"
         print(f"\nStopping: {reason} at step {global_step(self.model)}; nothing was saved "

@@ -543,20 +543,21 @@ def test_checkpoint_refuses_non_finite_weights_and_names_the_last_good_one(tmp_p
     kernel.assign(np.where(np.eye(*kernel.shape, dtype=bool), np.nan, np.asarray(kernel)))
     model.stop_training = False
     checkpointer.on_epoch_end(1, {"val_loss": 0.5})  # a better val_loss must not save NaN either
-    assert model.stop_training and checkpointer.stopped_on_nan
+    assert model.stop_training and checkpointer.stopped_on_nan  # the epoch is over: fit ends
     assert snapshot(tmp_path) == before
     assert f"the weights are no longer finite at step 0; nothing was saved after it. " \
            f"Last good checkpoint: {good}" in capsys.readouterr().out
 
 
 def test_a_non_finite_batch_loss_stops_before_saving(tmp_path, capsys):
-    from callbacks import Checkpoint
+    from callbacks import Checkpoint, TrainingStopped
 
     model = tiny_compiled_model()
     checkpointer = Checkpoint(str(tmp_path), save_every=1)
     checkpointer.set_model(model)
-    checkpointer.on_train_batch_end(0, {"loss": float("inf")})
-    assert model.stop_training and os.listdir(tmp_path) == []
+    with pytest.raises(TrainingStopped):
+        checkpointer.on_train_batch_end(0, {"loss": float("inf")})
+    assert checkpointer.stopped_on_nan and os.listdir(tmp_path) == []
     out = capsys.readouterr().out
     assert "the training loss became inf at step 0" in out
     assert "Last good checkpoint: none was written yet" in out
@@ -604,6 +605,52 @@ def test_a_stop_requested_mid_epoch_leaves_that_epoch_unvalidated_and_unlogged(t
     assert logger.csv_file.closed
     assert [p.name for p in sorted((tmp_path / "checkpoints").glob("ckpt-*"))] == [
         "ckpt-epoch0001-step00000004.weights.h5"]
+
+
+def test_a_nan_loss_mid_epoch_leaves_that_epoch_unvalidated_and_unlogged(tmp_path, capsys):
+    # As the stop request above, but the stop comes from the checkpointer: epoch 1's second
+    # batch (of four) runs with a NaN kernel, so its loss is NaN. Epoch 0 is validated, logged
+    # and saved; epoch 1 ends after that batch with nothing written for it.
+    import keras
+
+    from callbacks import Checkpoint, TrainingStopped, end_callbacks
+
+    class BreakAt(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epoch, self.batches, self.validations = 0, 0, 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.batches += 1
+            if (self.epoch, batch) == (1, 1):
+                kernel = self.model.layers[0].kernel
+                kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+        def on_test_begin(self, logs=None):
+            self.validations += 1
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 1), "float32")
+    spy = BreakAt()
+    logger = keras.callbacks.CSVLogger(str(tmp_path / "log.csv"))
+    checkpointer = Checkpoint(str(tmp_path / "checkpoints"))
+    callbacks = [spy, logger, checkpointer]
+    with pytest.raises(TrainingStopped):
+        model.fit(x, y, batch_size=2, epochs=5, validation_data=(x, y), callbacks=callbacks,
+                  verbose=0)
+    end_callbacks(callbacks)
+    assert checkpointer.stopped_on_nan
+    assert spy.batches == 4 + 2 and spy.validations == 1
+    with open(tmp_path / "log.csv") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0"]
+    assert logger.csv_file.closed
+    assert [p.name for p in sorted((tmp_path / "checkpoints").glob("ckpt-*"))] == [
+        "ckpt-epoch0001-step00000004.weights.h5"]
+    assert "the training loss became nan at step 6" in capsys.readouterr().out
 
 
 def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):

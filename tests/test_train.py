@@ -154,7 +154,9 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(signum, shared_
     # The epoch it stopped in ends with no validation and no row in the log: the log holds
     # one row per epoch the newest checkpoint finished, so a resumed run that redoes the
     # interrupted epoch writes its row once.
-    finished = int(newest_checkpoint(tmp_path).name.split("-")[1].removeprefix("epoch"))
+    from callbacks import list_checkpoints
+
+    _, finished, _ = list_checkpoints(str(checkpoints))[-1]
     assert [row["epoch"] for row in read_log(tmp_path)] == [str(e) for e in range(finished)]
 
 
