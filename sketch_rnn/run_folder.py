@@ -33,6 +33,9 @@ def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=Fals
         files: (source path, path inside run_dir) pairs of files to copy in as well.
         flag: the command's flag for run_dir, which the errors name.
 
+    Returns:
+        the largest absolute change of a weight from float16 rounding (0.0 without float16).
+
     Raises:
         ValueError / UnsafePathError: naming run_dir, for a link, a file, or a folder that is
             not empty without force.
@@ -57,10 +60,11 @@ def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=Fals
         os.mkdir(os.path.join(staging, "checkpoints"))
         weights = os.path.join(staging, "checkpoints", "best.weights.h5")
         model.save_weights(weights)
+        max_change = 0.0
         if float16:
             full = weights + ".float32"
             os.rename(weights, full)
-            to_float16(full, weights)
+            max_change = to_float16(full, weights)
             os.remove(full)
         config = {**(config or {}), "hparams": model.hps.to_dict(), "scale_factor": scale_factor,
                   "max_seq_len": model.hps.max_seq_len, "data_set": data_sets,
@@ -79,6 +83,7 @@ def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=Fals
     finally:
         if os.path.lexists(staging):
             shutil.rmtree(staging)
+    return max_change
 
 
 def _replace_folder(new, target):
@@ -100,17 +105,22 @@ def to_float16(source, target):
     widened back exactly), so the model computes in float32 with weights rounded to 11
     significant bits (relative change at most 2**-11).
 
+    Returns:
+        the largest absolute change of a value from the rounding.
+
     Raises:
         ValueError: naming the array, for a value beyond float16's range (65504).
     """
     import h5py
     import numpy as np
 
+    max_change = 0.0
     with h5py.File(source, "r") as old, h5py.File(target, "w") as new:
         for key, value in old.attrs.items():
             new.attrs[key] = value
 
         def copy(name, item):
+            nonlocal max_change
             if isinstance(item, h5py.Group):
                 group = new.require_group(name)
                 for key, value in item.attrs.items():
@@ -122,12 +132,15 @@ def to_float16(source, target):
                 if np.abs(data).max(initial=0) > np.finfo(np.float16).max:
                     raise ValueError(f"{source}: {name} holds values beyond float16's range "
                                      "(65504); share it without --float16")
-                data = data.astype(np.float16)
+                rounded = data.astype(np.float16)
+                max_change = max(max_change, float(np.abs(data - rounded).max(initial=0)))
+                data = rounded
             new.create_dataset(name, data=data)
             for key, value in item.attrs.items():
                 new[name].attrs[key] = value
 
         old.visititems(copy)
+    return max_change
 
 
 def share_run_folder(run_dir, out_dir, checkpoint=None, float16=False, force=False):
@@ -141,8 +154,6 @@ def share_run_folder(run_dir, out_dir, checkpoint=None, float16=False, force=Fal
         dict: `checkpoint` (the weights file read), `bytes` (the new weights file's size),
         `max_change` (largest absolute change of a weight; 0 without float16).
     """
-    import numpy as np
-
     from sketch_rnn.drawing import default_checkpoint, load_run
     from sketch_rnn.hparams import load_config
 
@@ -161,12 +172,8 @@ def share_run_folder(run_dir, out_dir, checkpoint=None, float16=False, force=Fal
              for inside in (os.path.join("logs", "training_log.csv"), "test_losses.json")
              if os.path.isfile(os.path.join(run_dir, inside))]
     kept = {k: v for k, v in config.items() if k != "source"}
-    write_run_folder(out_dir, drawer.model, drawer.scale_factor, drawer.data_sets, source,
-                     force=force, config=kept, float16=float16, files=files, flag="--share")
+    max_change = write_run_folder(out_dir, drawer.model, drawer.scale_factor, drawer.data_sets,
+                                  source, force=force, config=kept, float16=float16, files=files,
+                                  flag="--share")
     weights = os.path.join(out_dir, "checkpoints", "best.weights.h5")
-    max_change = 0.0
-    if float16:
-        max_change = max(float(np.abs(w - w.astype(np.float16)).max(initial=0))
-                         for w in (np.asarray(v) for v in drawer.model.get_weights())
-                         if w.dtype == np.float32)
     return {"checkpoint": checkpoint, "bytes": os.path.getsize(weights), "max_change": max_change}

@@ -78,6 +78,11 @@ def test_share_keeps_weights_config_and_logs_and_drops_the_optimizer(trained_run
             np.testing.assert_array_equal(array, expected, err_msg=name)
         else:  # seed states stay as they are
             np.testing.assert_array_equal(array, original[name], err_msg=name)
+    if float16:  # the command reports the largest change the rounding made
+        largest = max(float(np.abs(original[name] - array.astype(np.float32)).max(initial=0))
+                      for name, array in shared.items() if original[name].dtype == np.float32)
+        assert largest > 0
+        assert f"largest weight change from float16 rounding: {largest:.2e}" in printed
 
     # It loads as a run, into float32 variables holding the (rounded) weights.
     drawer = load_run(str(out))
