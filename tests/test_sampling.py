@@ -172,10 +172,11 @@ def test_compiled_sampler_matches_step_by_step_reference(conditional, greedy, ma
     expected = reference_sample(drawer, z, noise, temperature, greedy)
     assert ours.shape == expected.shape
     # bf16: the compiled loop and the step model may round a product's result to bf16 at
-    # different points (XLA fuses the casts on JAX), a few 1e-3 after several steps; every
-    # discrete choice must still agree.
+    # different points (XLA fuses the casts on JAX), a few 1e-3 after several steps and up to
+    # 0.017 at temperature 1.5 on a CPU without native bf16 (an AMD EPYC without AVX-512);
+    # every discrete choice must still agree.
     np.testing.assert_array_equal(ours[..., 2:], expected[..., 2:])
-    np.testing.assert_allclose(ours, expected, atol=1e-4 if matmul_dtype == "float32" else 1e-2)
+    np.testing.assert_allclose(ours, expected, atol=1e-4 if matmul_dtype == "float32" else 3e-2)
 
 
 def test_temperature_scales_logits_and_variances_as_the_paper():
@@ -238,6 +239,14 @@ def test_uncompiled_sampler_matches_the_reference(conditional):
     np.testing.assert_allclose(ours, expected, atol=1e-4)
 
 
+def assert_same_drawing(a, b):
+    """The same pen states, and offsets equal up to float32 rounding: a matmul over another
+    batch size may round its last bit differently (seen on an AMD EPYC without AVX-512)."""
+    assert a.shape == b.shape
+    np.testing.assert_array_equal(a[:, 2:], b[:, 2:])
+    np.testing.assert_allclose(a[:, :2], b[:, :2], rtol=1e-5, atol=1e-6)
+
+
 def test_seeded_sampling_is_reproducible():
     drawer = SketchRNNDrawer(tiny_model(seed=6))
     first = drawer.sample(6, temperature=0.7, seed=5)
@@ -247,7 +256,7 @@ def test_seeded_sampling_is_reproducible():
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(first, fewer):  # each sketch has its own stream: the batch size is irrelevant
-        np.testing.assert_array_equal(a, b)
+        assert_same_drawing(a, b)
     assert any(len(a) != len(b) or not np.array_equal(a, b) for a, b in zip(first, other))
 
 
