@@ -284,35 +284,27 @@ def test_a_missing_source_means_a_warning(monkeypatch, tmp_path):
         assert fused_lstm.load() is None
 
 
-def test_a_damaged_cached_kernel_is_rebuilt(tmp_path):
+def test_the_kernel_is_built_once_cached_and_rebuilt_when_damaged(tmp_path):
+    # In fresh processes: one process must not load two copies of the op library. One test,
+    # so that the kernel compiles twice (first use, and after the damage), not three times.
     env = dict(os.environ, SKETCH_RNN_KERNEL_DIR=str(tmp_path))
     code = "from sketch_rnn.tf_backend import fused_lstm; assert fused_lstm.load() is not None"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    first = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr
-    (built,) = [path for path in tmp_path.iterdir() if path.suffix == ".so"]
-    built.write_bytes(b"not a library")
-    second = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
-    assert second.returncode == 0, second.stderr
-    assert "compiling the fused LSTM kernel" in second.stderr
-    assert built.stat().st_size > 1000
 
+    def load_in_a_new_process():
+        process = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
+                                 capture_output=True, text=True)
+        assert process.returncode == 0, process.stderr
+        return process.stderr
 
-def test_the_kernel_is_built_once_and_cached(tmp_path):
-    # In fresh processes: one process must not load two copies of the op library.
-    env = dict(os.environ, SKETCH_RNN_KERNEL_DIR=str(tmp_path))
-    code = "from sketch_rnn.tf_backend import fused_lstm; assert fused_lstm.load() is not None"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    first = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
-                           text=True)
-    assert first.returncode == 0, first.stderr
-    assert "compiling the fused LSTM kernel" in first.stderr
+    assert "compiling the fused LSTM kernel" in load_in_a_new_process()
     built = [name for name in os.listdir(tmp_path) if name.endswith(".so")]
     assert len(built) == 1 and built[0].startswith("lstm_cell-")
     stamp = os.stat(tmp_path / built[0]).st_mtime_ns
-    second = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
-                            text=True)
-    assert second.returncode == 0, second.stderr
-    assert "compiling" not in second.stderr  # found in the cache, not rebuilt
+    assert "compiling" not in load_in_a_new_process()  # found in the cache, not rebuilt
     assert os.listdir(tmp_path) == built
     assert os.stat(tmp_path / built[0]).st_mtime_ns == stamp
+    # A damaged library (a disk error, a killed copy) is compiled again, not loaded.
+    (tmp_path / built[0]).write_bytes(b"not a library")
+    assert "compiling the fused LSTM kernel" in load_in_a_new_process()
+    assert (tmp_path / built[0]).stat().st_size > 1000
