@@ -563,59 +563,16 @@ def test_a_non_finite_batch_loss_stops_before_saving(tmp_path, capsys):
     assert "Last good checkpoint: none was written yet" in out
 
 
-def test_a_stop_requested_mid_epoch_leaves_that_epoch_unvalidated_and_unlogged(tmp_path):
-    # A plain Keras model and fit, so that only the stop is under test: the request comes
-    # during epoch 1's second batch (of four). Epoch 0 must be validated and logged as
-    # usual; epoch 1 must end after that batch with no validation, no log row and no
-    # epoch-end checkpoint, and the log file must be closed.
-    import keras
-
-    from callbacks import Checkpoint, StopAfterBatch, TrainingStopped, end_callbacks
-
-    class RequestAt(keras.callbacks.Callback):
-        def __init__(self, stopper):
-            super().__init__()
-            self.stopper, self.epoch, self.batches, self.validations = stopper, 0, 0, 0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self.batches += 1
-            if (self.epoch, batch) == (1, 1):
-                self.stopper.request()
-
-        def on_test_begin(self, logs=None):
-            self.validations += 1
-
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    model.compile(optimizer="sgd", loss="mse")
-    x, y = np.ones((8, 3), "float32"), np.zeros((8, 1), "float32")
-    stopper = StopAfterBatch()
-    spy = RequestAt(stopper)
-    logger = keras.callbacks.CSVLogger(str(tmp_path / "log.csv"))
-    callbacks = [spy, logger, Checkpoint(str(tmp_path / "checkpoints")), stopper]
-    with pytest.raises(TrainingStopped):
-        model.fit(x, y, batch_size=2, epochs=5, validation_data=(x, y), callbacks=callbacks,
-                  verbose=0)
-    end_callbacks(callbacks)
-    assert spy.batches == 4 + 2 and spy.validations == 1
-    with open(tmp_path / "log.csv") as f:
-        assert [row["epoch"] for row in csv.DictReader(f)] == ["0"]
-    assert logger.csv_file.closed
-    assert [p.name for p in sorted((tmp_path / "checkpoints").glob("ckpt-*"))] == [
-        "ckpt-epoch0001-step00000004.weights.h5"]
-
-
-def test_a_nan_loss_mid_epoch_leaves_that_epoch_unvalidated_and_unlogged(tmp_path, capsys):
-    # As the stop request above, but the stop comes from the checkpointer: epoch 1's second
-    # batch (of four) runs with a NaN kernel, so its loss is NaN. Epoch 0 is validated, logged
-    # and saved; epoch 1 ends after that batch with nothing written for it.
+def stop_in_epoch_1(tmp_path, act, *callbacks):
+    """Fits a plain Keras model (so that only the stop is under test) for up to 5 epochs of
+    four batches, calling `act(model)` as epoch 1's second batch begins, and checks that the
+    run ended after that batch: epoch 0 validated, logged and saved as usual; epoch 1 with no
+    validation, no log row and no epoch-end checkpoint; the log file closed."""
     import keras
 
     from callbacks import Checkpoint, TrainingStopped, end_callbacks
 
-    class BreakAt(keras.callbacks.Callback):
+    class ActAt(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
             self.epoch, self.batches, self.validations = 0, 0, 0
@@ -626,8 +583,7 @@ def test_a_nan_loss_mid_epoch_leaves_that_epoch_unvalidated_and_unlogged(tmp_pat
         def on_train_batch_begin(self, batch, logs=None):
             self.batches += 1
             if (self.epoch, batch) == (1, 1):
-                kernel = self.model.layers[0].kernel
-                kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+                act(self.model)
 
         def on_test_begin(self, logs=None):
             self.validations += 1
@@ -635,21 +591,39 @@ def test_a_nan_loss_mid_epoch_leaves_that_epoch_unvalidated_and_unlogged(tmp_pat
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     x, y = np.ones((8, 3), "float32"), np.zeros((8, 1), "float32")
-    spy = BreakAt()
+    spy = ActAt()
     logger = keras.callbacks.CSVLogger(str(tmp_path / "log.csv"))
     checkpointer = Checkpoint(str(tmp_path / "checkpoints"))
-    callbacks = [spy, logger, checkpointer]
+    callbacks = [spy, logger, checkpointer, *callbacks]
     with pytest.raises(TrainingStopped):
         model.fit(x, y, batch_size=2, epochs=5, validation_data=(x, y), callbacks=callbacks,
                   verbose=0)
     end_callbacks(callbacks)
-    assert checkpointer.stopped_on_nan
     assert spy.batches == 4 + 2 and spy.validations == 1
     with open(tmp_path / "log.csv") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0"]
     assert logger.csv_file.closed
     assert [p.name for p in sorted((tmp_path / "checkpoints").glob("ckpt-*"))] == [
         "ckpt-epoch0001-step00000004.weights.h5"]
+    return checkpointer
+
+
+def test_a_stop_requested_mid_epoch_leaves_that_epoch_unvalidated_and_unlogged(tmp_path):
+    from callbacks import StopAfterBatch
+
+    stopper = StopAfterBatch()  # what Ctrl-C asks of, from the signal handler
+    checkpointer = stop_in_epoch_1(tmp_path, lambda model: stopper.request(), stopper)
+    assert not checkpointer.stopped_on_nan
+
+
+def test_a_nan_loss_mid_epoch_leaves_that_epoch_unvalidated_and_unlogged(tmp_path, capsys):
+    # The stop comes from the checkpointer: the batch runs with a NaN kernel, so its loss is NaN.
+    def break_the_kernel(model):
+        kernel = model.layers[0].kernel
+        kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+    checkpointer = stop_in_epoch_1(tmp_path, break_the_kernel)
+    assert checkpointer.stopped_on_nan
     assert "the training loss became nan at step 6" in capsys.readouterr().out
 
 
