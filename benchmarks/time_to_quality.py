@@ -395,28 +395,6 @@ def run_official(python, wheel, data, minutes, every, overrides, seed):
 # ---------------------------------------------------------------------------------------
 
 
-def cpu_name():
-    """lscpu's "Model name", else /proc/cpuinfo's, else the platform's processor."""
-    try:
-        output = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
-                                env={**os.environ, "LC_ALL": "C"}).stdout
-        for line in output.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
-
-
 def side_by_side(ours, official, every, minutes):
     """Rows (label, ours, official): the initial weights' figures, then both curves
     interpolated at each mark (`every` minutes, and the budget)."""
@@ -562,6 +540,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     sys.path.insert(0, ROOT)
+    from benchmarks.machine import cpu_name
     from sketch_rnn.cli import quiet_tensorflow
     from sketch_rnn.hparams import HParams
 

@@ -266,6 +266,8 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
+    from benchmarks.machine import cpu_name
+
     hps = HParams()
     scale_factor = utils.DataLoader(train, max_seq_len=hps.max_seq_len).calculate_normalizing_scale_factor()
     loaders = {}
@@ -284,7 +286,8 @@ def main(argv=None):
         "fp32_model": matmul_peak(tf.float32, 100, 512, 2048),
         "bf16_model": matmul_peak(tf.bfloat16, 100, 512, 2048),
     }
-    print(f"machine: {os.cpu_count()} cores, TensorFlow {tf.__version__}, Keras {keras.__version__}")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}, "
+          f"Keras {keras.__version__}")
     print("matmul peaks (GFLOPS): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
     print("GFLOPS count matmuls only, each cell's own (the hyper cell's hyper LSTM and "
           "hyper-norm included), over the sketches' real lengths")
@@ -367,6 +370,8 @@ def main(argv=None):
 
     if args.json:
         summary = {
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
             "sketches_per_s": results["default"]["sketches_per_s"],
             "s_per_step": results["default"]["s_per_step"],
             "gflops": results["default"]["gflops"],

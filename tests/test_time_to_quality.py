@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from benchmarks.machine import describe_cpu
 from benchmarks.time_to_quality import (
     EvaluationMarks,
     compare_curves,
@@ -161,3 +162,35 @@ def test_stalls_are_the_steps_over_three_times_the_median_after_the_first():
     seconds = [9.0, 1.0, 1.1, 0.9, 3.5, 1.0, 2.9, 1.0]  # median of steps 2..8: 1.0
     assert stalls(seconds, steps_per_epoch=4) == [{"step": 5, "seconds": 3.5, "epoch_step": 1}]
     assert stalls([5.0, 1.0], steps_per_epoch=4) == []
+
+
+# Abridged /proc/cpuinfo blocks of the three CPUs this project was measured on.
+ZEN3 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx fma avx2 bmi2 sha_ni
+"""
+ZEN4 = ZEN3.replace("model\t\t: 1", "model\t\t: 17").replace(
+    "avx2 bmi2", "avx2 bmi2 avx512f avx512bw avx512_bf16 avx512_vnni")
+XEON = """processor\t: 0
+cpu family\t: 6
+model\t\t: 143
+model name\t: Intel(R) Xeon(R) Processor
+flags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8
+"""
+
+
+def test_the_cpu_is_named_with_its_family_model_and_matmul_instruction_sets():
+    # All three report a bare brand or a generic name; what tells them apart is written out.
+    assert describe_cpu(ZEN3) == "AMD EPYC (family 25, model 1; AVX2)"
+    assert describe_cpu(ZEN4) == "AMD EPYC (family 25, model 17; AVX2, AVX-512, AVX512-BF16)"
+    assert describe_cpu(XEON) == ("Intel(R) Xeon(R) Processor (family 6, model 143; "
+                                  "AVX2, AVX-512, AVX512-BF16, AMX-BF16)")
+    # Only the first processor's block is read; a CPU without AVX2 says so.
+    second = ZEN4.replace("processor\t: 0", "processor\t: 1")
+    assert describe_cpu(ZEN3 + "\n" + second) == describe_cpu(ZEN3)
+    assert describe_cpu(ZEN3.replace("avx fma avx2", "sse4_2")).endswith("; no AVX2)")
+    # ARM's cpuinfo names no model: the caller falls back to lscpu.
+    assert describe_cpu("processor\t: 0\nFeatures\t: fp asimd\nCPU part\t: 0xd0c\n") is None
