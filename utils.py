@@ -1553,6 +1553,17 @@ def _as_stroke3(stroke3):
     return stroke3
 
 
+def _label_width(text, font_size):
+    """The width in pixels of `text` in matplotlib's sans-serif font (DejaVu Sans, what PNG
+    labels are drawn in; the sans-serif fonts of SVG viewers are about as wide or narrower)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath
+
+    # A list: a lone string would be read as a fontconfig pattern, in which "-" means a size.
+    font = FontProperties(family=["sans-serif"])
+    return TextPath((0, 0), text, size=font_size, prop=font).get_extents().width
+
+
 class _Grid:
     """Sketches placed in equal cells, with a margin inside each cell.
 
@@ -1595,6 +1606,15 @@ class _Grid:
         else:
             cell_w = cell_h = float(cell_size)
         label_h = 1.6 * font_size if labels is not None else 0.0
+        if labels is not None:
+            # Each label keeps inside its own cell, with half a font size free on either side:
+            # cells sized by their sketches widen to the widest label, and fixed cells
+            # (cell_size) keep their size and draw the labels smaller.
+            label_w = max(_label_width(str(label), font_size) for label in labels) + font_size
+            if cell_size is None:
+                cell_w = max(cell_w, label_w)
+            elif label_w > cell_w:
+                self.font_size = font_size * cell_w / label_w
         self.width = self.columns * cell_w
         self.height = self.rows * (cell_h + label_h)
         self.cells = []
@@ -1639,7 +1659,8 @@ def sketches_to_svg(sketches, path=None, columns=None, labels=None, scale_factor
         sketches: sequence of (N_i, 3) arrays.
         path: file to write, if given.
         columns: sketches per row (default: all, up to 10).
-        labels: optional text under each sketch, one per sketch.
+        labels: optional text under each sketch, one per sketch, kept inside its cell:
+            cells widen to the widest label, or with ``cell_size`` the labels are drawn smaller.
         scale_factor: multiplies dx and dy (see the section's note).
         cell_size: None: every cell has the size of the largest sketch, so sizes compare
             across the grid; a number: cells of that many pixels square, each sketch
@@ -1670,7 +1691,7 @@ def sketches_to_svg(sketches, path=None, columns=None, labels=None, scale_factor
         if label is not None:
             text, x, y = label
             drawing.add(drawing.text(text, insert=(f"{x:.2f}", f"{y:.2f}"), text_anchor="middle",
-                                     font_size=f"{font_size:g}", font_family="sans-serif"))
+                                     font_size=f"{grid.font_size:g}", font_family="sans-serif"))
     svg = drawing.tostring()
     if path is not None:
         write_atomically(path, svg)
