@@ -140,7 +140,8 @@ class Progress:
                 bar = "#" * int(30 * fraction) + "-" * (30 - int(30 * fraction))
                 self.stream.write(f"\rreading [{bar}] {text}" + ("\n" if final else ""))
                 self.stream.flush()
-        elif int(10 * fraction) > self.last_tenth:
+        elif final or self.last_tenth < int(10 * fraction) < 10:
+            # 100% only at the end: a drawing's bytes are counted before the drawing is.
             self.last_tenth = int(10 * fraction)
             self.stream.write(f"reading: {10 * self.last_tenth}% ({text})\n")
             self.stream.flush()

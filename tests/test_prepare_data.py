@@ -637,3 +637,16 @@ def test_convert_train_and_draw(shared_datasets, tmp_path):
     assert draw.returncode == 0, draw.stderr[-3000:]
     svg = run_dir / "drawings" / "sample-t0.50-s0.svg"  # the sampler names mode, temperature, seed
     assert svg.read_text().lstrip().startswith(("<?xml", "<svg"))
+
+
+def test_the_progress_lines_end_at_100_percent_with_every_drawing_counted(shared_datasets,
+                                                                          tmp_path, capsys):
+    # Off a terminal a line every 10% of the bytes; the last drawing's bytes are read before
+    # it is counted, so the 100% line waits for the end (it said 19 of 20 drawings).
+    source = shared_datasets / "quickdraw_ndjson" / "raw" / "owl.ndjson"
+    drawings = sum(1 for line in source.read_text().splitlines() if line.strip())
+    assert prepare_data.main([str(source), "--out", str(tmp_path / "owl.npz")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("reading: ")]
+    percents = [int(line.split()[1].rstrip("%")) for line in lines]
+    assert percents == sorted(set(percents)) and percents[-1] == 100
+    assert f"{drawings} drawings read, {drawings} kept" in lines[-1]
