@@ -92,7 +92,7 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", default=None,
                         help="the weights file of --run_dir to export (default: its best)")
     parser.add_argument("--data_dir", default="datasets",
-                        help="folder of the run's .npz data sets")
+                        help="folder of the run's .npz data sets (default: datasets)")
     add_magenta_arguments(parser)
     add_magenta_js_arguments(parser)
     add_share_arguments(parser)

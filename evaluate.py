@@ -39,7 +39,8 @@ def parse_args(argv=None):
                         help="weights file to evaluate (default: checkpoints/best.weights.h5, else "
                              "the newest checkpoint)")
     parser.add_argument("--data_dir", default="datasets",
-                        help="folder of the run's .npz data sets (missing known sets are downloaded)")
+                        help="folder of the run's .npz data sets (default: datasets; missing known sets "
+                             "are downloaded there)")
     parser.add_argument("--split", default="valid,test",
                         help="comma list of the splits to evaluate: valid, test, train")
     parser.add_argument("--seed", type=int, default=None,

@@ -75,7 +75,8 @@ def parse_args(argv=None):
     parser.add_argument("--force", action="store_true",
                         help="overwrite pictures of the same name (by default that is an error)")
     parser.add_argument("--data_dir", default="datasets",
-                        help="folder of the run's .npz data sets (reconstruct, interpolate, complete)")
+                        help="folder of the run's .npz data sets (reconstruct, interpolate, complete; "
+                             "default: datasets; missing known sets are downloaded there)")
     parser.add_argument("--indices", default=None,
                         help="test sketches to use: reconstruct, a comma list (default: the first "
                              "--count); interpolate, two (default: 0,1); complete, a comma list of "

@@ -45,7 +45,8 @@ def parse_args(argv=None):
         description="Train Sketch-RNN (a seq2seq VAE for stroke sketches) on .npz stroke-3 data.",
         hints=hints)
     parser.add_argument("--data_dir", default="datasets",
-                        help="folder of <name>.npz data sets; missing known sets are downloaded here")
+                        help="folder of <name>.npz data sets (default: datasets); missing known sets are "
+                             "downloaded here")
     parser.add_argument("--data_set", default=None,
                         help="data set name or comma list (cat,guitar), merged as in the official "
                              "code (default: aaron_sheep; when resuming, the run's own)")
