@@ -1559,6 +1559,8 @@ def _label_width(text, font_size):
     from matplotlib.font_manager import FontProperties
     from matplotlib.textpath import TextPath
 
+    if not text.strip():  # TextPath fails on a path with no glyph
+        return 0.0
     # A list: a lone string would be read as a fontconfig pattern, in which "-" means a size.
     font = FontProperties(family=["sans-serif"])
     return TextPath((0, 0), text, size=font_size, prop=font).get_extents().width

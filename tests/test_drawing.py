@@ -95,6 +95,9 @@ def test_long_labels_stay_inside_their_own_cells(cell_size):
         assert label_row[:, round(i * cell_w) + 2:round((i + 1) * cell_w) - 2].any()
     for border in (cell_w, 2 * cell_w, 3 * cell_w):
         assert not label_row[:, round(border) - 2:round(border) + 2].any()
+    # Blank labels have no width and draw nothing.
+    blank = utils.sketches_to_image([SKETCH] * 2, labels=["", " "], cell_size=cell_size)
+    assert not (np.asarray(blank.convert("L"))[-round(1.6 * 12):] < 128).any()
 
 
 def test_png_has_the_svg_layout_and_ink(tmp_path):
