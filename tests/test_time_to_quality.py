@@ -164,7 +164,8 @@ def test_stalls_are_the_steps_over_three_times_the_median_after_the_first():
     assert stalls([5.0, 1.0], steps_per_epoch=4) == []
 
 
-# Abridged /proc/cpuinfo blocks of the three CPUs this project was measured on.
+# Abridged /proc/cpuinfo blocks modelled on the three kinds of CPU this project was measured on
+# (a Zen 3, a Zen 4 and a Xeon with AMX; the Zen 4 and Xeon model numbers are illustrative).
 ZEN3 = """processor\t: 0
 vendor_id\t: AuthenticAMD
 cpu family\t: 25
