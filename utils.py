@@ -1519,9 +1519,16 @@ def stroke_lines(stroke3, scale_factor=1.0):
         list of float64 arrays of shape (n_i, 2), one per stroke, the points' (x, y). A
         sketch whose last row has pen_lifted = 0 (cut before its end) still closes its
         last stroke there.
+
+    Raises:
+        ValueError: a pen position is NaN or infinite.
     """
     stroke3 = _as_stroke3(stroke3)
     points = np.cumsum(stroke3[:, 0:2].astype(np.float64), axis=0) * scale_factor
+    if not np.isfinite(points).all():  # else a grid's size becomes NaN far from here
+        row = int(np.flatnonzero(~np.isfinite(points).all(axis=1))[0])
+        raise ValueError(f"a sketch's pen position is not finite from row {row} on (NaN or inf "
+                         f"offsets, or scale_factor={scale_factor}): nothing to draw")
     ends = np.flatnonzero(stroke3[:, 2] == 1) + 1
     return [line for line in np.split(points, ends) if len(line)]
 

@@ -29,6 +29,18 @@ def test_stroke_lines_splits_at_pen_lifts():
     assert utils.stroke_lines(np.zeros((0, 3))) == []
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_sketch_with_non_finite_offsets_is_refused_in_one_line(bad, tmp_path):
+    sketch = SKETCH.copy()
+    sketch[2, 1] = bad  # the pen is lost from row 2 on
+    for draw in (lambda: utils.sketches_to_svg([SKETCH, sketch]),
+                 lambda: utils.sketches_to_png([sketch], tmp_path / "x.png"),
+                 lambda: utils.sketch_to_gif(sketch, tmp_path / "x.gif")):
+        with pytest.raises(ValueError, match="not finite from row 2 on"):
+            draw()
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
 def test_svg_is_well_formed_with_one_path_per_stroke():
     svg = utils.sketch_to_svg(SKETCH, scale_factor=2.0, margin=10)
     root = ET.fromstring(svg)
