@@ -1707,6 +1707,9 @@ def sketches_to_svg(sketches, path=None, columns=None, labels=None, scale_factor
     return svg
 
 
+MAX_PICTURE_SIDE = 65535  # pixels: matplotlib's Agg renderer draws no larger side
+
+
 class _Canvas:
     """A matplotlib Agg figure of exactly the grid's size in pixels, y downwards."""
 
@@ -1716,6 +1719,10 @@ class _Canvas:
 
         self.dpi = 100
         width, height = max(1, round(grid.width)), max(1, round(grid.height))
+        if max(width, height) > MAX_PICTURE_SIDE:
+            raise ValueError(f"the picture would be {width} x {height} pixels, more than the "
+                             f"{MAX_PICTURE_SIDE} a side can have: give a cell size (cell_size=, "
+                             "the sampler's --cell_size, a GIF's size) to scale each sketch to fit")
         self.figure = Figure(figsize=(width / self.dpi, height / self.dpi), dpi=self.dpi,
                              facecolor="white")
         self.canvas = FigureCanvasAgg(self.figure)

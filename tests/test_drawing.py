@@ -41,6 +41,20 @@ def test_a_sketch_with_non_finite_offsets_is_refused_in_one_line(bad, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
+def test_a_png_too_large_to_draw_says_to_give_a_cell_size(tmp_path):
+    stray = np.array([[0, 0, 0], [1e6, 0, 0], [0, 10, 1]], np.float32)  # a 1e6-pixel line
+    # Two cells of 1e6 + 2 * 10 margin pixels side by side, or one.
+    for draw, width in ((lambda: utils.sketches_to_png([SKETCH, stray], tmp_path / "x.png"), 2000040),
+                        (lambda: utils.sketch_to_gif(stray, tmp_path / "x.gif"), 1000020)):
+        with pytest.raises(ValueError, match=f"be {width} x 30 pixels, more than the 65535 a side "
+                                             "can have: give a cell size"):
+            draw()
+    assert not list(tmp_path.iterdir())
+    # Fitted to cells, the same sketches draw.
+    assert utils.sketches_to_png([SKETCH, stray], tmp_path / "x.png", cell_size=100) == (200, 100)
+    assert utils.sketch_to_gif(stray, tmp_path / "x.gif", size=100) is not None
+
+
 def test_svg_is_well_formed_with_one_path_per_stroke():
     svg = utils.sketch_to_svg(SKETCH, scale_factor=2.0, margin=10)
     root = ET.fromstring(svg)
