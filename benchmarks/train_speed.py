@@ -286,7 +286,8 @@ def main(argv=None):
         "fp32_model": matmul_peak(tf.float32, 100, 512, 2048),
         "bf16_model": matmul_peak(tf.bfloat16, 100, 512, 2048),
     }
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}, "
+    cpu = cpu_name()
+    print(f"machine: {cpu}, {os.cpu_count()} cores, TensorFlow {tf.__version__}, "
           f"Keras {keras.__version__}")
     print("matmul peaks (GFLOPS): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
     print("GFLOPS count matmuls only, each cell's own (the hyper cell's hyper LSTM and "
@@ -370,7 +371,7 @@ def main(argv=None):
 
     if args.json:
         summary = {
-            "cpu": cpu_name(),
+            "cpu": cpu,
             "cores": os.cpu_count(),
             "sketches_per_s": results["default"]["sketches_per_s"],
             "s_per_step": results["default"]["s_per_step"],
