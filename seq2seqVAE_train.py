@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -77,7 +78,9 @@ def parse_args(argv=None):
     parser.add_argument("--worker_scratch_dir", default=None,
                         help="multi-worker runs: where workers other than the chief write "
                              "their checkpoints (default: a temporary folder, removed at the end)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.command_line = sys.argv[1:] if argv is None else list(argv)  # for the resume hint
+    return args
 
 
 def main(argv=None):
@@ -409,7 +412,7 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
         for signum, previous in previous_handlers.items():
             signal.signal(signum, previous)
     if interrupted:
-        print_resume_hint(args, experiment_dir, checkpointer.last_saved)
+        print_resume_hint(args.command_line, experiment_dir, checkpointer.last_saved)
         return 128 + interrupted[0]  # 130 after Ctrl-C, 143 after SIGTERM
     if checkpointer.stopped_on_nan:
         return 1
@@ -490,21 +493,15 @@ def evaluate_test_split(model, hps, loader, checkpoint_dir, experiment_dir, clas
     (on its replicas' rows), and only the one with `write` writes the file. With sketches of
     several classes, each class's figures too (`callbacks.evaluate`), one line each.
     """
-    import json
 
-    from callbacks import EVALUATION_SEED, evaluate, write_json_atomically
-    from utils import check_regular_file
+    from callbacks import EVALUATION_SEED, evaluate, read_best, write_json_atomically
 
     best = os.path.join(checkpoint_dir, "best.weights.h5")
     which = {"weights": "last (no best.weights.h5)"}
     if os.path.isfile(best):
         load_checkpoint(model, best)
         which = {"weights": os.path.relpath(best, experiment_dir)}
-        best_json = os.path.join(checkpoint_dir, "best.json")
-        if os.path.isfile(best_json):
-            check_regular_file(best_json)
-            with open(best_json) as f:
-                which.update({k: v for k, v in json.load(f).items() if k in ("epoch", "step")})
+        which.update({k: v for k, v in read_best(checkpoint_dir).items() if k in ("epoch", "step")})
     distribute = None
     if strategy is not None:
         from sketch_rnn.tf_backend.distribute import distributed_batches
@@ -655,14 +652,34 @@ def load_checkpoint(model, path):
                              f"{variable.path}; resume from an earlier checkpoint")
 
 
-def print_resume_hint(args, experiment_dir, last_saved):
+def print_resume_hint(command_line, experiment_dir, last_saved):
     if not last_saved:
         print("\nInterrupted before the first checkpoint; nothing to resume: the same command "
               "starts the run over.", file=sys.stderr)
         return
-    command = " ".join(a for a in sys.argv if not a.startswith(("--checkpoint", "--initial_epoch")))
     print(f"\nInterrupted. The last checkpoint is intact: {last_saved}\n"
-          f"Resume with: python {command} --checkpoint={experiment_dir}", file=sys.stderr)
+          f"Resume with: {resume_command(command_line, experiment_dir)}", file=sys.stderr)
+
+
+def resume_command(command_line, experiment_dir):
+    """The shell command that resumes a run started with `command_line` (the flags, as typed).
+
+    It keeps every flag but --checkpoint and --initial_epoch (with their values, written with
+    "=" or as the next word; argparse's abbreviations such as --check too) and asks for the
+    newest checkpoint of the run folder, whose name gives the epoch.
+    """
+    dropped = ("--checkpoint", "--initial_epoch")
+    kept, skip_value = [], False
+    for word in command_line:
+        if skip_value:
+            skip_value = False
+            continue
+        name = word.split("=", 1)[0]
+        if len(name) > 2 and any(flag.startswith(name) for flag in dropped):
+            skip_value = "=" not in word
+            continue
+        kept.append(word)
+    return shlex.join(["python", "seq2seqVAE_train.py", *kept, f"--checkpoint={experiment_dir}"])
 
 
 if __name__ == "__main__":

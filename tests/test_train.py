@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -158,6 +159,26 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(signum, shared_
 
     _, finished, _ = list_checkpoints(str(checkpoints))[-1]
     assert [row["epoch"] for row in read_log(tmp_path)] == [str(e) for e in range(finished)]
+
+
+@pytest.mark.parametrize("checkpoint_flags", [
+    ["--checkpoint=runs/old/checkpoints/ckpt-epoch0002-step00000008.weights.h5", "--initial_epoch=2"],
+    ["--checkpoint", "runs/old", "--initial_epoch", "2"],  # values as the next word
+    ["--check", "runs/old", "--init=2"],  # argparse's abbreviations
+], ids=["with =", "next word", "abbreviated"])
+def test_the_resume_hint_is_the_command_with_only_its_checkpoint_changed(checkpoint_flags):
+    from seq2seqVAE_train import parse_args, resume_command
+
+    run = "runs/my sheep"  # a space, which the shell needs quoted
+    typed = ["--data_set=aaron_sheep", f"--experiment_dir={run}", *checkpoint_flags,
+             "--hparams", "epochs=9,batch_size=20", "--verbose=2"]
+    hint = resume_command(typed, run)
+    words = shlex.split(hint)
+    assert words[:2] == ["python", "seq2seqVAE_train.py"]
+    resumed, original = parse_args(words[2:]), parse_args(typed)
+    assert resumed.checkpoint == run and resumed.initial_epoch is None
+    for flag in ("data_set", "experiment_dir", "hparams", "verbose", "data_dir"):
+        assert getattr(resumed, flag) == getattr(original, flag), flag
 
 
 def test_other_cells_train_resume_and_draw_through_the_commands(shared_datasets, tmp_path):
