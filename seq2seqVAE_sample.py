@@ -19,7 +19,7 @@ Usage:
     python seq2seqVAE_sample.py --run_dir=examples/sheep --mode=complete --prefix=mine.json
 
     # a picture (PNG, JPEG) redrawn as strokes 5 times, by a run trained with encoder=cnn
-    python seq2seqVAE_sample.py --run_dir=experiments/pix2seq --mode=reconstruct \
+    python seq2seqVAE_sample.py --run_dir=experiments/pix2seq --mode=reconstruct \\
         --image=doodle.png --count=5 --format=png
 
 Pictures go to --output_dir (default <run_dir>/drawings), named after the mode, temperature
