@@ -435,9 +435,37 @@ def check_run_folder(run_dir):
     for path in sorted(glob.glob(os.path.join(glob.escape(checkpoints), "*"))
                        + glob.glob(os.path.join(glob.escape(checkpoints), ".*"))):
         utils.refuse_link(path)
-    for path in [os.path.join(logs, "training_log.csv"), os.path.join(checkpoints, "best.json")]:
-        if os.path.lexists(path):
-            utils.check_regular_file(path)
+    log = os.path.join(logs, "training_log.csv")
+    if os.path.lexists(log):
+        utils.check_regular_file(log)
+    read_best(checkpoints)  # a damaged best.json is an error now, not at the first epoch's end
+
+
+def read_best(checkpoint_dir):
+    """What `checkpoints/best.json` says of `best.weights.h5`: {monitor: loss, "step", "epoch"}.
+
+    Args:
+        checkpoint_dir: a run's checkpoints/ folder.
+
+    Returns:
+        the dict, or {} if there is no best.json.
+
+    Raises:
+        ValueError, utils.UnsafePathError: naming the file, if it is not a regular file, not a
+            JSON object, or holds a loss that is not a number or an epoch or step that is not
+            a whole number.
+    """
+    path = os.path.join(checkpoint_dir, "best.json")
+    if not os.path.lexists(path):
+        return {}
+    best = utils.read_json_config(path)
+    for key, value in best.items():
+        whole = key in ("step", "epoch")
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+            expected = "a whole number" if whole else "a number"
+            raise ValueError(f"{path}: {key} is {value!r}, expected {expected}; remove the file "
+                             f"to have the next epoch's weights taken as the best")
+    return best
 
 
 def weights_are_finite(model):
@@ -525,11 +553,7 @@ class Checkpoint(keras.callbacks.Callback):
         if value is None or not math.isfinite(float(value)):
             return
         best_path = os.path.join(self.directory, "best.json")
-        best = None
-        if os.path.exists(best_path):
-            utils.check_regular_file(best_path)
-            with open(best_path) as f:
-                best = json.load(f).get(self.monitor)
+        best = read_best(self.directory).get(self.monitor)
         if best is None or float(value) < best:
             save_atomically(self.model, os.path.join(self.directory, "best.weights.h5"))
             write_json_atomically({self.monitor: float(value), "step": step, "epoch": epoch + 1},

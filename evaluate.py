@@ -138,22 +138,14 @@ def evaluate_run(run_dir, checkpoint, data_dir, splits, seed=None):
 
 def checkpoint_position(checkpoint):
     """{"epoch": E, "step": S} of a checkpoint, from its name or the best.json beside it."""
-    from callbacks import CHECKPOINT_PATTERN
-    from utils import check_regular_file
+    from callbacks import CHECKPOINT_PATTERN, read_best
 
     match = CHECKPOINT_PATTERN.search(os.path.basename(checkpoint))
     if match:
         return {"epoch": int(match.group(1)), "step": int(match.group(2))}
-    described = os.path.join(os.path.dirname(checkpoint), "best.json")
-    if os.path.basename(checkpoint) == "best.weights.h5" and os.path.isfile(described):
-        check_regular_file(described)
-        try:
-            with open(described) as f:
-                best = json.load(f)
-        except (OSError, ValueError):
-            return {}
-        if isinstance(best, dict):
-            return {k: best[k] for k in ("epoch", "step") if isinstance(best.get(k), int)}
+    if os.path.basename(checkpoint) == "best.weights.h5":
+        best = read_best(os.path.dirname(checkpoint))
+        return {k: best[k] for k in ("epoch", "step") if k in best}
     return {}
 
 

@@ -154,6 +154,7 @@ def share_run_folder(run_dir, out_dir, checkpoint=None, float16=False, force=Fal
         dict: `checkpoint` (the weights file read), `bytes` (the new weights file's size),
         `max_change` (largest absolute change of a weight; 0 without float16).
     """
+    from callbacks import read_best
     from sketch_rnn.drawing import default_checkpoint, load_run
     from sketch_rnn.hparams import load_config
 
@@ -164,10 +165,9 @@ def share_run_folder(run_dir, out_dir, checkpoint=None, float16=False, force=Fal
     drawer = load_run(run_dir, checkpoint)
     source = {"shared_from": os.path.abspath(run_dir), "weights": os.path.basename(checkpoint),
               "float16": bool(float16)}
-    best = os.path.join(run_dir, "checkpoints", "best.json")
-    if os.path.basename(checkpoint) == "best.weights.h5" and os.path.isfile(best):
-        best_info = utils.read_json_config(best)
-        source.update({k: best_info[k] for k in ("epoch", "step") if k in best_info})
+    if os.path.basename(checkpoint) == "best.weights.h5":
+        best = read_best(os.path.dirname(checkpoint))
+        source.update({k: best[k] for k in ("epoch", "step") if k in best})
     files = [(os.path.join(run_dir, inside), inside)
              for inside in (os.path.join("logs", "training_log.csv"), "test_losses.json")
              if os.path.isfile(os.path.join(run_dir, inside))]

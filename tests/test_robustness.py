@@ -415,6 +415,26 @@ def test_run_folder_with_only_damaged_checkpoints_is_one_line(finished_run, tmp_
     assert_one_line_error(code, error, f"no complete checkpoint in {copy / 'checkpoints'}")
 
 
+@pytest.mark.parametrize("text, fragment", [
+    ("{\"val_loss\": 0.5,", "not valid JSON"),
+    ("[0.5, 3]", "expected an object"),
+    ("{\"val_loss\": \"low\", \"step\": 4}", "val_loss is 'low', expected a number"),
+    ("{\"val_loss\": 0.5, \"step\": 4.5}", "step is 4.5, expected a whole number"),
+], ids=["truncated", "a list", "loss not a number", "step not whole"])
+def test_a_damaged_best_json_is_one_line_before_training(text, fragment, finished_run, tmp_path,
+                                                         capsys):
+    # Left as it was, the first epoch's end would compare against it (or crash there) and
+    # could overwrite best.weights.h5, the run's best model.
+    data_dir, run_dir = finished_run
+    copy = shutil.copytree(run_dir, tmp_path / "run")
+    best = copy / "checkpoints" / "best.json"
+    best.write_text(text)
+    before = snapshot(copy)
+    code, _, err = run_main(capsys, *resume_args(data_dir, copy), "--hparams=epochs=2")
+    assert_one_line_error(code, err, str(best), fragment)
+    assert snapshot(copy) == before
+
+
 def edit_config(run_dir, edit):
     path = run_dir / "model_config.json"
     config = json.loads(path.read_text())
