@@ -30,12 +30,9 @@ magenta.js stores weights as 16-bit integers on a grid of step 10/32767; the REA
 "Interoperability" section says what that and the initial state of a conditional model do.
 """
 
-import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter
-
+from sketch_rnn.cli import ArgumentParser, quiet_tensorflow
 
 
 def add_magenta_arguments(parser):
@@ -82,7 +79,7 @@ def add_share_arguments(parser):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Convert Sketch-RNN models between this project's run folders and other "
                     "formats.")
     parser.add_argument("--to", metavar="RUN_DIR", help="the new run folder an import writes")
@@ -213,6 +210,7 @@ def main(argv=None):
                              "CKPT_DIR --to RUN_DIR, --from_magenta_js MODEL.json --to RUN_DIR, "
                              "--run_dir RUN_DIR --to_magenta_js OUT.json, or --run_dir RUN_DIR "
                              "--share OUT_DIR")
+        quiet_tensorflow()  # the flags are fine: now Keras, without TensorFlow's start-up lines
         lines = chosen[0][1](args)
     except (ValueError, OSError, RuntimeError) as err:
         # The user's files and flags: one line, no traceback.

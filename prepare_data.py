@@ -24,6 +24,8 @@ import math
 import sys
 from pathlib import Path
 
+from sketch_rnn.cli import ArgumentParser
+
 
 def _fractions(text):
     try:
@@ -50,7 +52,7 @@ def _at_least_zero(kind):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Convert drawings (QuickDraw ndjson, SVG, JSON strokes, stroke-3 .npy/.npz) "
                     "into a Sketch-RNN .npz data set.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)

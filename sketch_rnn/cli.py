@@ -90,6 +90,11 @@ class ArgumentParser(argparse.ArgumentParser):
             self.error("unrecognized arguments: " + " ".join(unknown) + self._suggestions(unknown))
         return namespace
 
+    def error(self, message):
+        """Exits with status 2 after one line, as every other error of these commands (argparse
+        would print the whole usage block first; --help still shows it)."""
+        self.exit(2, f"{self.prog}: error: {message} [{self.prog} --help lists the flags]\n")
+
     def _suggestions(self, unknown):
         flags = [s for action in self._actions for s in action.option_strings if s.startswith("--")]
         advice = []

@@ -241,13 +241,30 @@ def test_the_training_command_starts_without_tensorflow_chatter(tiny_run):
         assert marker not in result.stderr, result.stderr[:2000]
 
 
-def test_mistyped_flags_suggest_the_close_match():
-    wrong = run("seq2seqVAE_train.py", "--epochss=3")
-    assert wrong.returncode == 2 and "--hparams=epochs=" in wrong.stderr
-    wrong = run("seq2seqVAE_train.py", "--data_sett=cat")
-    assert wrong.returncode == 2 and "did you mean --data_set?" in wrong.stderr
-    wrong = run("evaluate.py", "--run_dir=x", "--chekpoint=y")
-    assert wrong.returncode == 2 and "did you mean --checkpoint?" in wrong.stderr
+@pytest.mark.parametrize("script, flags, advice", [
+    ("seq2seqVAE_train.py", ["--epochss=3"], "--hparams=epochs="),
+    ("seq2seqVAE_train.py", ["--data_sett=cat"], "did you mean --data_set?"),
+    ("seq2seqVAE_train.py", ["--verbose=5"], "invalid choice: 5"),
+    ("evaluate.py", ["--run_dir=x", "--chekpoint=y"], "did you mean --checkpoint?"),
+    ("seq2seqVAE_sample.py", ["--run_dir=x", "--temprature=1"], "did you mean --temperature?"),
+    ("convert_model.py", ["--run_dir=x", "--to_magneta_js=y.json"], "did you mean --to_magenta_js?"),
+    ("prepare_data.py", ["x.ndjson", "--out=x.npz", "--recognised_only"],
+     "did you mean --recognized_only?"),
+    ("prepare_data.py", ["x.ndjson", "--out=x.npz", "--split=0.9,0.1"], "expected three fractions"),
+], ids=lambda value: value if isinstance(value, str) and value.endswith(".py") else None)
+def test_flag_mistakes_are_one_line_and_suggest_the_close_match(script, flags, advice):
+    wrong = run(script, *flags)
+    assert wrong.returncode == 2 and advice in wrong.stderr
+    assert wrong.stderr.count("\n") == 1 and "usage:" not in wrong.stderr, wrong.stderr
+    assert f"{script} --help lists the flags" in wrong.stderr
+
+
+def test_converting_prints_no_tensorflow_chatter(tiny_run, tmp_path):
+    run_dir, _, _ = tiny_run
+    shared = run("convert_model.py", f"--run_dir={run_dir}", f"--share={tmp_path / 'shared'}")
+    assert shared.returncode == 0, shared.stderr[-2000:]
+    for marker in CHATTER:
+        assert marker not in shared.stderr, shared.stderr[:2000]
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -90,8 +90,8 @@ def test_a_mistyped_flag_suggests_the_close_one(capsys):
         seq2seqVAE_sample.parse_args(["--run_dir=x", "--temprature=0.3"])
     assert exit_.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.endswith("unrecognized arguments: --temprature=0.3 "
-                         "(--temprature: did you mean --temperature?)"), last
+    assert ("unrecognized arguments: --temprature=0.3 "
+            "(--temprature: did you mean --temperature?)") in last, last
     with pytest.raises(SystemExit):
         seq2seqVAE_sample.parse_args(["--run_dir=x", "--zzz"])
     assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess
