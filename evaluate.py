@@ -108,6 +108,7 @@ def evaluate_run(run_dir, checkpoint, data_dir, splits, seed=None):
     from callbacks import EVALUATION_SEED, evaluate
     from seq2seqVAE import compile_model, load_run
     from sketch_rnn.drawing import default_checkpoint
+    from sketch_rnn.run_folder import checkpoint_position
 
     seed = EVALUATION_SEED if seed is None else seed
     checkpoint = checkpoint or default_checkpoint(run_dir)
@@ -116,7 +117,7 @@ def evaluate_run(run_dir, checkpoint, data_dir, splits, seed=None):
     stored_kl_weight = (float(keras.ops.convert_to_numpy(model.get_layer("latent").kl_weight))
                         if hps.has_kl_term else 0.0)
     strokes, labels, classes = utils.load_labelled_strokes(data_dir, ",".join(drawer.data_sets))
-    report = {"run_dir": run_dir, "checkpoint": checkpoint, **checkpoint_position(checkpoint),
+    report = {"run_dir": run_dir, "checkpoint": checkpoint, **checkpoint_position(run_dir, checkpoint),
               "kl_weight": hps.kl_weight if hps.has_kl_term else 0.0,
               "checkpoint_kl_weight": stored_kl_weight, "kl_tolerance": hps.kl_tolerance,
               "z_seed": seed, "data_sets": drawer.data_sets, "classes": classes, "splits": {}}
@@ -134,19 +135,6 @@ def evaluate_run(run_dir, checkpoint, data_dir, splits, seed=None):
             per_class = {classes[int(loader.labels[0])]: figures}
         report["splits"][split] = {"all": figures, **per_class}
     return report
-
-
-def checkpoint_position(checkpoint):
-    """{"epoch": E, "step": S} of a checkpoint, from its name or the best.json beside it."""
-    from callbacks import CHECKPOINT_PATTERN, read_best
-
-    match = CHECKPOINT_PATTERN.search(os.path.basename(checkpoint))
-    if match:
-        return {"epoch": int(match.group(1)), "step": int(match.group(2))}
-    if os.path.basename(checkpoint) == "best.weights.h5":
-        best = read_best(os.path.dirname(checkpoint))
-        return {k: best[k] for k in ("epoch", "step") if k in best}
-    return {}
 
 
 def format_table(report):

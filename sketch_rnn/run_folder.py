@@ -154,7 +154,6 @@ def share_run_folder(run_dir, out_dir, checkpoint=None, float16=False, force=Fal
         dict: `checkpoint` (the weights file read), `bytes` (the new weights file's size),
         `max_change` (largest absolute change of a weight; 0 without float16).
     """
-    from callbacks import read_best
     from sketch_rnn.drawing import default_checkpoint, load_run
     from sketch_rnn.hparams import load_config
 
@@ -165,9 +164,7 @@ def share_run_folder(run_dir, out_dir, checkpoint=None, float16=False, force=Fal
     drawer = load_run(run_dir, checkpoint)
     source = {"shared_from": os.path.abspath(run_dir), "weights": os.path.basename(checkpoint),
               "float16": bool(float16)}
-    if os.path.basename(checkpoint) == "best.weights.h5":
-        best = read_best(os.path.dirname(checkpoint))
-        source.update({k: best[k] for k in ("epoch", "step") if k in best})
+    source.update(checkpoint_position(run_dir, checkpoint))
     files = [(os.path.join(run_dir, inside), inside)
              for inside in (os.path.join("logs", "training_log.csv"), "test_losses.json")
              if os.path.isfile(os.path.join(run_dir, inside))]
@@ -177,3 +174,26 @@ def share_run_folder(run_dir, out_dir, checkpoint=None, float16=False, force=Fal
                                   flag="--share")
     weights = os.path.join(out_dir, "checkpoints", "best.weights.h5")
     return {"checkpoint": checkpoint, "bytes": os.path.getsize(weights), "max_change": max_change}
+
+
+def checkpoint_position(run_dir, checkpoint):
+    """{"epoch": E, "step": S} of a run's weights file, where known.
+
+    From the file's name (ckpt-epochEEEE-stepSSSSSSSS.weights.h5); for a best.weights.h5,
+    from the best.json beside it, or, in a shared run (which has no best.json), from the
+    `source` its model_config.json records. Otherwise {}.
+    """
+    from callbacks import CHECKPOINT_PATTERN, read_best
+
+    match = CHECKPOINT_PATTERN.search(os.path.basename(checkpoint))
+    if match:
+        return {"epoch": int(match.group(1)), "step": int(match.group(2))}
+    if os.path.basename(checkpoint) != "best.weights.h5":
+        return {}
+    position = read_best(os.path.dirname(checkpoint))
+    shipped = os.path.join(run_dir, "checkpoints", "best.weights.h5")
+    if not position and os.path.realpath(checkpoint) == os.path.realpath(shipped):
+        source = utils.read_json_config(os.path.join(run_dir, "model_config.json")).get("source")
+        position = source if isinstance(source, dict) else {}
+    return {key: position[key] for key in ("epoch", "step")
+            if isinstance(position.get(key), int) and not isinstance(position[key], bool)}

@@ -103,6 +103,23 @@ def test_share_keeps_weights_config_and_logs_and_drops_the_optimizer(trained_run
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.weights.h5"]
 
 
+def test_sharing_a_shared_run_keeps_the_epoch_and_step_of_its_weights(trained_run, tmp_path):
+    # A shared run has no best.json: its config's source says where the weights came from.
+    from sketch_rnn.run_folder import checkpoint_position
+
+    run, _ = trained_run
+    assert convert_model.main([f"--run_dir={run}", f"--share={tmp_path / 'once'}"]) == 0
+    assert convert_model.main([f"--run_dir={tmp_path / 'once'}", f"--share={tmp_path / 'twice'}",
+                               "--float16"]) == 0
+    source = json.loads((tmp_path / "twice" / "model_config.json").read_text())["source"]
+    assert (source["epoch"], source["step"], source["float16"]) == (2, 10, True)
+    weights = tmp_path / "twice" / "checkpoints" / "best.weights.h5"
+    assert checkpoint_position(str(tmp_path / "twice"), str(weights)) == {"epoch": 2, "step": 10}
+    # another folder's best weights are not described by this run's config
+    assert checkpoint_position(str(tmp_path / "twice"),
+                               str(tmp_path / "once" / "checkpoints" / "best.weights.h5")) == {}
+
+
 def test_share_of_a_named_checkpoint_says_which(trained_run, tmp_path):
     run, _ = trained_run
     checkpoint = run / "checkpoints" / "ckpt-epoch0002-step00000010.weights.h5"
@@ -110,7 +127,8 @@ def test_share_of_a_named_checkpoint_says_which(trained_run, tmp_path):
     assert convert_model.main([f"--run_dir={run}", f"--share={out}",
                                f"--checkpoint={checkpoint}"]) == 0
     source = json.loads((out / "model_config.json").read_text())["source"]
-    assert source["weights"] == checkpoint.name and "step" not in source
+    assert source["weights"] == checkpoint.name
+    assert (source["epoch"], source["step"]) == (2, 10)  # from the file's name
 
 
 @pytest.mark.parametrize("argv, message", [
