@@ -528,9 +528,17 @@ def evaluate_test_split(model, hps, loader, checkpoint_dir, experiment_dir, clas
 
 
 def check_experiment_dir(path):
-    """One-line errors for a run folder that is a file or cannot be written."""
+    """One-line errors for a run folder that is a file or cannot be written.
+
+    Folders made to find out are removed again, so that a run stopped by a later error (a
+    bad hparam, a missing data set) leaves no empty run folder behind; training makes them.
+    """
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"--experiment_dir: {path} is a file, expected a folder")
+    made, folder = [], os.path.abspath(path)
+    while not os.path.lexists(folder):  # deepest first
+        made.append(folder)
+        folder = os.path.dirname(folder)
     try:
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f".write-test-{os.getpid()}")
@@ -539,6 +547,10 @@ def check_experiment_dir(path):
         os.remove(probe)
     except OSError as err:
         raise ValueError(f"--experiment_dir: cannot write to {path} ({err.strerror})") from None
+    finally:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 def check_same_model(stored, requested, config_path):
