@@ -1192,9 +1192,18 @@ def _find_data_file(name, data_dir, base_url, download):
     """Returns the .npz path for one data set name, downloading it if allowed."""
     check_data_set_name(name, "--data_set")
     stem = name.removesuffix(".npz")
+    if Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise ValueError(f"--data_dir: {data_dir} is a file, expected the folder holding "
+                         f"<data_set>.npz files (for this file: --data_dir="
+                         f"{Path(data_dir).parent} --data_set={Path(data_dir).stem})")
     path = Path(data_dir) / f"{stem}.npz"
     if path.is_file():
         return path
+    # A set of sketch-rnn-datasets may be saved under its other name: kanji is short_kanji.npz.
+    upstream = SKETCH_RNN_DATASETS.get(stem)
+    for other in [other for other, file in SKETCH_RNN_DATASETS.items() if file == upstream]:
+        if (Path(data_dir) / f"{other}.npz").is_file():
+            return Path(data_dir) / f"{other}.npz"
     if not download:
         raise FileNotFoundError(f"{path}: no such file (and downloading is turned off)")
     _url_or_raise(stem, base_url, data_dir)  # so that an unknown name names data_dir

@@ -241,6 +241,31 @@ def test_missing_known_data_set_without_network_says_where_to_put_it(tmp_path, c
     assert_one_line_error(code, err, "could not download http://127.0.0.1:1/aaron_sheep/aaron_sheep.npz",
                           f"save it as {tmp_path / 'data' / 'aaron_sheep.npz'}")
     assert os.listdir(tmp_path / "data") == []  # no partial download left behind
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_dir_naming_a_file_says_which_flags_to_give(finished_run, tmp_path, capsys):
+    data_dir, _ = finished_run
+    code, _, err = run_main(capsys, f"--data_dir={data_dir / 'sketches.npz'}",
+                            f"--experiment_dir={tmp_path / 'run'}", f"--hparams={TINY}")
+    assert_one_line_error(code, err, f"--data_dir: {data_dir / 'sketches.npz'} is a file",
+                          f"--data_dir={data_dir} --data_set=sketches")
+    assert not (tmp_path / "run").exists()
+
+
+def test_kanji_finds_the_upstream_file_short_kanji_npz(tmp_path):
+    # hardmaru/sketch-rnn-datasets calls the file short_kanji.npz; the official code and this
+    # project's download know the set as kanji. Either name finds a file saved under either.
+    splits = good_splits()
+    for saved_as in ("short_kanji", "kanji"):
+        for old in tmp_path.glob("*.npz"):
+            old.unlink()
+        write_data(tmp_path, splits, name=saved_as)
+        for name in ("kanji", "short_kanji"):
+            train, _, _ = utils.load_strokes(tmp_path, name, download=False)
+            assert len(train) == len(splits["train"]), (saved_as, name)
+    with pytest.raises(FileNotFoundError, match="omniglot.npz"):
+        utils.load_strokes(tmp_path, "omniglot", download=False)
 
 
 # ---- bad hparams, flags and run folders ----
