@@ -638,8 +638,6 @@ def load_checkpoint(model, path):
     Raises:
         ValueError: in one line, if the file does not fit the model or holds NaN or inf.
     """
-    import warnings
-
     import keras
     import numpy as np
 
@@ -647,17 +645,13 @@ def load_checkpoint(model, path):
     from utils import first_line
 
     model.optimizer.build(model.trainable_variables)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            legacy.load_weights(model, path)  # converts a file of the former layout
-        except (ValueError, TypeError, KeyError, OSError) as err:
-            # Keras says "N objects could not be loaded. Example error message for <layer>:",
-            # the reason on the next line, then the whole variable's values: cut it short.
-            reason = first_line(err)
-            raise ValueError(f"--checkpoint: {path} does not fit this model ({reason})") from None
-    for warning in caught:  # a load that worked keeps its warnings; a failed one has its error
-        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    try:
+        legacy.load_weights(model, path)  # converts a file of the former layout
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        # Keras says "N objects could not be loaded. Example error message for <layer>:",
+        # the reason on the next line, then the whole variable's values: cut it short.
+        reason = first_line(err)
+        raise ValueError(f"--checkpoint: {path} does not fit this model ({reason})") from None
     for variable in [*model.weights, *model.optimizer.variables]:
         if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
             raise ValueError(f"--checkpoint: {path} holds NaN or infinite values in "

@@ -15,6 +15,7 @@ import glob
 import os
 import sys
 import tempfile
+import warnings
 
 OLD = "sketch_lstm"  # the entry names of the former layer class
 NEW = "recurrent"
@@ -49,14 +50,22 @@ def convert(source, target):
 
 
 def load_weights(model, path):
-    """`model.load_weights(path)`, converting a file of the former layout on the fly."""
-    if not needs_conversion(path):
-        model.load_weights(path)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        converted = os.path.join(folder, os.path.basename(path))
-        convert(path, converted)
-        model.load_weights(converted)
+    """`model.load_weights(path)`, converting a file of the former layout on the fly.
+
+    Keras warns about each part of a file that does not fit before it raises; those warnings
+    are dropped when it raises (the error says it in one line) and kept when the load works.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if not needs_conversion(path):
+            model.load_weights(path)
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                converted = os.path.join(folder, os.path.basename(path))
+                convert(path, converted)
+                model.load_weights(converted)
+    for warning in caught:  # only reached when the load worked
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def convert_in_place(path):

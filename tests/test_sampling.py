@@ -7,6 +7,7 @@ official `sample()` (inverse-CDF choices, a Cholesky factor for the correlated o
 
 import json
 import math
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -406,6 +407,14 @@ def test_load_run_errors_name_the_problem(tmp_path):
     bigger.save_weights(str(tmp_path / "bigger.weights.h5"))
     with pytest.raises(ValueError, match="cannot load .*bigger.weights.h5 into the model of"):
         load_run(str(tmp_path), checkpoint=str(tmp_path / "bigger.weights.h5"))
+    # Another model's file: Keras warns about each part that does not fit, then raises; the
+    # one-line error is all that is said.
+    other = Path(__file__).parent / "fixtures" / "legacy_sheep" / "checkpoints" / "best.weights.h5"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="cannot load .*legacy_sheep"):
+            load_run(str(tmp_path), checkpoint=str(other))
+    assert [str(w.message) for w in caught] == []
 
 
 def test_sampling_command_writes_pictures(tmp_path, shared_datasets, capsys):
