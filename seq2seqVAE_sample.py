@@ -351,6 +351,10 @@ def read_prefixes(args, drawer, prefix_file=None):
     for index in parse_indices(args, len(test)):
         strokes = int(np.sum(test[index][:, 2] == 1))
         count = args.prefix_strokes or max(1, -(-strokes // 2))
+        if count >= strokes:
+            print(f"warning: test sketch {index} has {strokes} strokes, so its prefix is the "
+                  f"whole sketch and there is nothing to complete; ask for fewer with "
+                  f"--prefix_strokes", file=sys.stderr)
         prefix = utils.first_strokes(test[index], count)
         prefixes.append((prefix, f"test {index}, {min(count, strokes)}/{strokes} strokes"))
     return prefixes

@@ -147,6 +147,20 @@ def test_completions_read_the_prefix_in_model_units(tiny_run, tmp_path):
     assert (out / "complete-greedy-s5.svg").read_text() == expected
 
 
+def test_a_prefix_that_is_the_whole_test_sketch_is_warned_about(capsys):
+    class TwoTestSketches:  # what read_prefixes asks of a drawer
+        def load_sketches(self, data_dir, split):
+            two = np.array(STROKES_AS_STROKE3[1:], np.float32)  # 2 strokes
+            return [two, np.concatenate([two] * 3)]  # 2 and 6 strokes
+
+    args = seq2seqVAE_sample.parse_args(["--run_dir=x", "--mode=complete", "--indices=0,1",
+                                         "--prefix_strokes=2"])
+    prefixes = seq2seqVAE_sample.read_prefixes(args, TwoTestSketches())
+    assert [label for _, label in prefixes] == ["test 0, 2/2 strokes", "test 1, 2/6 strokes"]
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: test sketch 0 has 2 strokes")
+
+
 def test_the_command_prints_no_tensorflow_log_lines(tiny_run, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     prefix = tmp_path / "mine.json"
