@@ -42,7 +42,8 @@ def parse_args(argv=None):
                         help="folder of the run's .npz data sets (default: datasets; missing known sets "
                              "are downloaded there)")
     parser.add_argument("--split", default="valid,test",
-                        help="comma list of the splits to evaluate: valid, test, train")
+                        help="comma list of the splits to evaluate: valid, test, train (default: "
+                             "valid,test)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the z noise (default: the one training's validation uses)")
     parser.add_argument("--json", action="store_true",

@@ -60,10 +60,10 @@ def parse_args(argv=None):
                              "between two test sketches, or continuations of a partial sketch")
     parser.add_argument("--count", type=int, default=10,
                         help="sketches to draw (interpolate: steps, both ends included; complete: "
-                             "continuations per prefix)")
+                             "continuations per prefix; default: 10)")
     parser.add_argument("--temperature", type=float, default=0.5,
                         help="sampling temperature tau > 0: lower is tidier, 1 is the model's own "
-                             "distribution")
+                             "distribution (default: 0.5)")
     parser.add_argument("--greedy", action="store_true",
                         help="draw the most likely points instead of sampling (ignores temperature)")
     parser.add_argument("--seed", type=int, default=None,
@@ -93,17 +93,20 @@ def parse_args(argv=None):
                              "lines on a light background or the reverse) --count times; repeat "
                              "the flag for more pictures; needs a model trained with encoder=cnn")
     parser.add_argument("--method", default="slerp", choices=["slerp", "lerp"],
-                        help="interpolation between the two latent vectors")
+                        help="interpolate: between the two latent vectors along the great circle "
+                             "(slerp, the default) or the straight line (lerp); a lerp picture's "
+                             "name says so")
     parser.add_argument("--independent_noise", action="store_true",
                         help="interpolate: give each frame its own random draws (by default all "
-                             "frames share one stream, so neighbours differ only by z)")
+                             "frames share one stream, so neighbours differ only by z); the "
+                             "picture's name says so")
     parser.add_argument("--labels", action="store_true",
                         help="label every drawn sketch of a grid with its temperature, seed and "
                              "number (its stream of the seed)")
     parser.add_argument("--cell_size", type=float, default=150,
                         help="pixels per grid cell, each sketch scaled to fit its own; 0 draws every "
                              "sketch at the data's size (then sizes compare, but one long stray "
-                             "line makes every cell large)")
+                             "line makes every cell large; default: 150)")
     parser.add_argument("--columns", type=int, default=None,
                         help="sketches per row of a grid (default: up to 10; reconstruct and "
                              "interpolate: one row; complete: a row per prefix)")
@@ -242,13 +245,18 @@ def redraw_pictures(args, drawer, draw_options, drawn_labels):
 
 
 def picture_name(args, seed):
-    """<mode>-t<temperature>-s<seed>, "greedy" for the temperature with --greedy."""
+    """<mode>-t<temperature>-s<seed>, "greedy" for the temperature with --greedy; an
+    interpolation other than the default (lerp, independent noise) says so after the mode."""
     if args.greedy:
         tau = "greedy"
     else:  # two decimals, more only where they are needed
         t = args.temperature
         tau = f"t{t:.2f}" if round(t, 2) == t else f"t{t:g}"
-    return f"{args.mode}-{tau}-s{seed}"
+    variant = ""
+    if args.mode == "interpolate":
+        variant = ("-lerp" if args.method == "lerp" else "") + (
+            "-independent" if args.independent_noise else "")
+    return f"{args.mode}{variant}-{tau}-s{seed}"
 
 
 def check_free(paths, force):
@@ -291,6 +299,16 @@ def check_args(args):
         raise ValueError(f"--image applies to --mode=reconstruct, not --mode={args.mode}")
     if args.image and args.indices is not None:
         raise ValueError("--image and --indices: give one (pictures to redraw, or test sketches)")
+    if args.indices is not None and args.mode == "sample":
+        raise ValueError("--indices applies to reconstruct, interpolate and complete; "
+                         "--mode=sample draws from z ~ N(0, I)")
+    if args.format == "gif":
+        for flag in ("labels", "columns"):
+            if getattr(args, flag) not in (None, False):
+                raise ValueError(f"--{flag} applies to svg and png grids; a gif is one sketch "
+                                 "(--gif_size, --gif_frame_ms)")
+    if args.method != "slerp" and args.mode != "interpolate":
+        raise ValueError(f"--method applies to --mode=interpolate, not --mode={args.mode}")
     if args.independent_noise and args.mode != "interpolate":
         raise ValueError(f"--independent_noise applies to --mode=interpolate, not --mode={args.mode}")
     if args.prefix is not None and args.indices is not None:

@@ -161,6 +161,34 @@ def test_a_prefix_that_is_the_whole_test_sketch_is_warned_about(capsys):
     assert len(warnings) == 1 and warnings[0].startswith("warning: test sketch 0 has 2 strokes")
 
 
+@pytest.mark.parametrize("flags, fragment", [
+    (["--indices=1,2"], "--indices applies to reconstruct, interpolate and complete"),
+    (["--mode=reconstruct", "--format=gif", "--labels"], "--labels applies to svg and png grids"),
+    (["--mode=reconstruct", "--format=gif", "--columns=3"], "--columns applies to svg and png"),
+    (["--mode=reconstruct", "--method=lerp"], "--method applies to --mode=interpolate"),
+    (["--independent_noise"], "--independent_noise applies to --mode=interpolate"),
+    (["--prefix_strokes=2"], "--prefix_strokes applies to --mode=complete"),
+])
+def test_flags_that_do_nothing_in_a_mode_are_refused(flags, fragment, tmp_path):
+    args = seq2seqVAE_sample.parse_args([f"--run_dir={tmp_path}", *flags])
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        seq2seqVAE_sample.check_args(args)
+
+
+@pytest.mark.parametrize("flags, name", [
+    (["--mode=interpolate"], "interpolate-t0.50-s7"),
+    (["--mode=interpolate", "--method=lerp"], "interpolate-lerp-t0.50-s7"),
+    (["--mode=interpolate", "--independent_noise", "--temperature=0.125"],
+     "interpolate-independent-t0.125-s7"),
+    (["--mode=interpolate", "--method=lerp", "--independent_noise", "--greedy"],
+     "interpolate-lerp-independent-greedy-s7"),
+    (["--mode=complete", "--temperature=1"], "complete-t1.00-s7"),
+])
+def test_picture_names_tell_the_drawings_apart(flags, name):
+    args = seq2seqVAE_sample.parse_args(["--run_dir=x", *flags])
+    assert seq2seqVAE_sample.picture_name(args, 7) == name
+
+
 def test_the_command_prints_no_tensorflow_log_lines(tiny_run, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     prefix = tmp_path / "mine.json"
