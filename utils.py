@@ -1569,9 +1569,15 @@ def _as_stroke3(stroke3):
     return stroke3
 
 
+PNG_DPI = 100  # the Agg figure's dots per inch: its font sizes are in points, 72 an inch
+
+
 def _label_width(text, font_size):
     """The width in pixels of `text` in matplotlib's sans-serif font (DejaVu Sans, what PNG
-    labels are drawn in; the sans-serif fonts of SVG viewers are about as wide or narrower)."""
+    labels are drawn in; the sans-serif fonts of SVG viewers are about as wide or narrower):
+    the larger of the glyphs' outline and what Agg draws, whose hinting rounds each glyph's
+    advance to whole pixels (at 8 to 12 pixels, up to 5% wider than the outline)."""
+    from matplotlib.backends.backend_agg import RendererAgg
     from matplotlib.font_manager import FontProperties
     from matplotlib.textpath import TextPath
 
@@ -1579,7 +1585,15 @@ def _label_width(text, font_size):
         return 0.0
     # A list: a lone string would be read as a fontconfig pattern, in which "-" means a size.
     font = FontProperties(family=["sans-serif"])
-    return TextPath((0, 0), text, size=font_size, prop=font).get_extents().width
+    outline = TextPath((0, 0), text, size=font_size, prop=font).get_extents().width
+    font.set_size(font_size * 72 / PNG_DPI)
+    drawn, _, _ = RendererAgg(1, 1, PNG_DPI).get_text_width_height_descent(text, font, ismath=False)
+    return max(outline, drawn)
+
+
+def _labels_width(labels, font_size):
+    """The width a cell needs for the widest label: half a font size free on either side."""
+    return max(_label_width(str(label), font_size) for label in labels) + font_size
 
 
 class _Grid:
@@ -1628,11 +1642,15 @@ class _Grid:
             # Each label keeps inside its own cell, with half a font size free on either side:
             # cells sized by their sketches widen to the widest label, and fixed cells
             # (cell_size) keep their size and draw the labels smaller.
-            label_w = max(_label_width(str(label), font_size) for label in labels) + font_size
+            label_w = _labels_width(labels, font_size)
             if cell_size is None:
                 cell_w = max(cell_w, label_w)
-            elif label_w > cell_w:
-                self.font_size = font_size * cell_w / label_w
+            else:  # hinting makes the width not quite proportional to the size: shrink until it fits
+                for _ in range(20):
+                    if label_w <= cell_w:
+                        break
+                    self.font_size *= min(0.97, cell_w / label_w)
+                    label_w = _labels_width(labels, self.font_size)
         self.width = self.columns * cell_w
         self.height = self.rows * (cell_h + label_h)
         self.cells = []
@@ -1726,7 +1744,7 @@ class _Canvas:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        self.dpi = 100
+        self.dpi = PNG_DPI
         width, height = max(1, round(grid.width)), max(1, round(grid.height))
         if max(width, height) > MAX_PICTURE_SIDE:
             raise ValueError(f"the picture would be {width} x {height} pixels, more than the "
