@@ -44,18 +44,28 @@ def _at_least_zero(kind):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+            expected = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
         if not (math.isfinite(value) and value >= 0):
             raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
         return value
     return parse
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default, unless it has none worth showing (None, "", False)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, "", False) or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv=None):
     parser = ArgumentParser(
         description="Convert drawings (QuickDraw ndjson, SVG, JSON strokes, stroke-3 .npy/.npz) "
                     "into a Sketch-RNN .npz data set.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_DefaultsHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="files or folders (walked for .ndjson .svg .json .npy .npz)")
     parser.add_argument("--out", required=True,
@@ -102,9 +112,11 @@ def parse_args(argv=None):
     keep.add_argument("--max_seq_len", type=_at_least_zero(int), default=250,
                       help="drop sketches of more stroke-3 rows than this (the training "
                            "default); 0: no limit")
-    keep.add_argument("--split", type=_fractions, default=(0.9, 0.05, 0.05),
+    keep.add_argument("--split", type=_fractions, default="0.9,0.05,0.05",
                       help="fractions of each class for train,valid,test")
     keep.add_argument("--seed", type=int, default=0, help="seed of the sampling and the split")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --out if it exists (a data set downloaded there, say)")
     parser.add_argument("--no_progress", action="store_true",
                         help="no progress line on stderr (the summary is still printed)")
     return parser.parse_args(argv)
@@ -122,6 +134,8 @@ def main(argv=None):
                              f"<data_dir>/<data_set>.npz), got {args.out}")
         if out.is_dir():
             raise ValueError(f"--out: {out} is a folder, expected a .npz file name")
+        if out.exists() and not args.force:
+            raise ValueError(f"--out: {out} exists; pass --force to replace it")
         settings = prepare.Settings(
             pipeline=Pipeline(align=not args.no_align, size=args.longest_side,
                               spacing=args.resample_spacing, epsilon=args.rdp_epsilon,

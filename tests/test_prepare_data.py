@@ -488,7 +488,7 @@ def test_random_json_in_drawings_is_malformed_never_a_crash(tmp_path, capsys):
     assert len(train) + len(valid) + len(test) >= 3
     for name in ("junk.json", "junk.svg"):  # the same junk as whole files
         (tmp_path / name).write_text(json.dumps(junk(5)))
-        code, out, err = run(capsys, tmp_path / name, path, "--out", tmp_path / "k.npz")
+        code, out, err = run(capsys, tmp_path / name, path, "--out", tmp_path / f"{name}.npz")
         assert code == 0 and "Traceback" not in err
 
 
@@ -508,7 +508,35 @@ def test_usage_errors_are_one_line_and_write_nothing(tmp_path, capsys):
         assert not (tmp_path / "x.npz").exists()
     code, out, err = run(capsys, svg, "--out", tmp_path / "x.data")
     assert code == 2 and err.count("\n") == 1 and "--out must name a .npz" in err
+    for flag, message in [("--max_per_class=1.5", "expected a whole number, got '1.5'"),
+                          ("--split=0.9,0.1", "expected three fractions")]:
+        with pytest.raises(SystemExit):
+            run(capsys, svg, "--out", tmp_path / "x.npz", flag)
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+        assert "x.npz" not in os.listdir(tmp_path)
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_an_existing_out_is_replaced_only_with_force(shared_datasets, tmp_path, capsys):
+    source = shared_datasets / "quickdraw_ndjson" / "simplified" / "cat_2k.ndjson"
+    out = tmp_path / "cat.npz"
+    out.write_bytes(b"a data set downloaded earlier")
+    code, _, err = run(capsys, source, "--out", out, "--max_per_class=20")
+    assert code == 2 and err == f"error: --out: {out} exists; pass --force to replace it\n"
+    assert out.read_bytes() == b"a data set downloaded earlier"
+    code, _, err = run(capsys, source, "--out", out, "--max_per_class=20", "--force")
+    assert code == 0, err
+    assert sum(len(s) for s in utils.load_strokes(tmp_path, "cat", download=False)) == 20
+
+
+def test_help_shows_the_defaults_worth_showing(capsys):
+    with pytest.raises(SystemExit):
+        prepare_data.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 0.9,0.05,0.05)" in text and "(default: 255.0)" in text
+    assert "(default: None)" not in text and "(default: )" not in text
+    assert prepare_data.parse_args(["x", "--out=y.npz"]).split == (0.9, 0.05, 0.05)
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
