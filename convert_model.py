@@ -30,6 +30,7 @@ magenta.js stores weights as 16-bit integers on a grid of step 10/32767; the REA
 "Interoperability" section says what that and the initial state of a conditional model do.
 """
 
+import os
 import sys
 
 from sketch_rnn.cli import ArgumentParser, quiet_tensorflow
@@ -84,7 +85,8 @@ def parse_args(argv=None):
                     "formats.")
     parser.add_argument("--to", metavar="RUN_DIR", help="the new run folder an import writes")
     parser.add_argument("--force", action="store_true",
-                        help="replace --to if it is a folder that is not empty")
+                        help="replace --to if it is a folder that is not empty, or the file "
+                             "--to_magenta_js names if it exists")
     parser.add_argument("--run_dir", help="a run folder of this project to export")
     parser.add_argument("--checkpoint", default=None,
                         help="the weights file of --run_dir to export (default: its best)")
@@ -122,6 +124,9 @@ def check_magenta_js_arguments(args):
         if args.to:
             raise ValueError("--to_magenta_js: --to is for imports; the output is the file named "
                              "by --to_magenta_js")
+        if os.path.isfile(args.to_magenta_js) and not args.force:
+            raise ValueError(f"--to_magenta_js: {args.to_magenta_js} exists; pass --force to "
+                             "replace it")
 
 
 def check_share_arguments(args):

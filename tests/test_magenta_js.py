@@ -333,6 +333,18 @@ def test_an_output_that_cannot_be_a_file_is_one_line(where, tmp_path, capsys):
     assert capsys.readouterr().err == f"error: {out}: expected a file name in an existing folder\n"
 
 
+def test_an_existing_output_is_replaced_only_with_force(tmp_path, capsys):
+    run = write_tiny_run(tmp_path / "run", "")
+    out = tmp_path / "out.json"
+    out.write_text("a model exported earlier")
+    assert convert_model.main(["--run_dir", str(run), "--to_magenta_js", str(out)]) == 2
+    assert capsys.readouterr().err == (f"error: --to_magenta_js: {out} exists; pass --force to "
+                                       "replace it\n")
+    assert out.read_text() == "a model exported earlier"
+    assert convert_model.main(["--run_dir", str(run), "--to_magenta_js", str(out), "--force"]) == 0
+    assert json.loads(out.read_text())  # the export, which test_export_* check
+
+
 def test_a_z_for_a_decoder_only_model_is_refused(tmp_path, capsys):
     run = write_tiny_run(tmp_path / "run", "")
     args = ["--run_dir", str(run), "--to_magenta_js", str(tmp_path / "out.json"), "--z_seed", "1"]
