@@ -162,7 +162,9 @@ def share_run_folder(run_dir, out_dir, checkpoint=None, float16=False, force=Fal
     _, config = load_config(run_dir)
     checkpoint = checkpoint or default_checkpoint(run_dir)
     drawer = load_run(run_dir, checkpoint)
-    source = {"shared_from": os.path.abspath(run_dir), "weights": os.path.basename(checkpoint),
+    # The run's folder name, not its path: a shared model should not carry the sharer's paths.
+    source = {"shared_from": os.path.basename(os.path.abspath(run_dir)),
+              "weights": os.path.basename(checkpoint),
               "float16": bool(float16)}
     source.update(checkpoint_position(run_dir, checkpoint))
     files = [(os.path.join(run_dir, inside), inside)

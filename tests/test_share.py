@@ -95,7 +95,7 @@ def test_share_keeps_weights_config_and_logs_and_drops_the_optimizer(trained_run
     config = json.loads((out / "model_config.json").read_text())
     before = json.loads((run / "model_config.json").read_text())
     assert {k: config[k] for k in before} == before  # extra keys kept, nothing changed
-    assert config["source"] == {"shared_from": str(run), "weights": "best.weights.h5",
+    assert config["source"] == {"shared_from": run.name, "weights": "best.weights.h5",
                                 "float16": float16, "epoch": 2, "step": 10}
     for inside in ("logs/training_log.csv", "test_losses.json"):
         assert (out / inside).read_bytes() == (run / inside).read_bytes()
