@@ -360,9 +360,7 @@ def read_prefixes(args, drawer, prefix_file=None):
         sketch = prefix_file
         if args.prefix_strokes is not None:
             sketch = utils.first_strokes(sketch, args.prefix_strokes)
-        # The data loader's preprocessing: clamped, then divided by the run's scale factor.
-        sketch = np.clip(sketch, -1000, 1000)
-        sketch[:, :2] /= drawer.scale_factor
+        sketch = utils.clamp_and_scale(sketch, drawer.scale_factor)  # as the data loader does
         return [(sketch, os.path.basename(args.prefix))]
     test = drawer.load_sketches(args.data_dir, "test")
     prefixes = []

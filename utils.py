@@ -1352,6 +1352,17 @@ def longest_sketch(splits, cap):
     return max((len(s) for split in splits for s in split if len(s) <= cap), default=0)
 
 
+STROKE_LIMIT = 1000  # offsets are clamped to +-this before scaling, as the official loader does
+
+
+def clamp_and_scale(sketch, scale_factor, limit=STROKE_LIMIT):
+    """A stroke-3 sketch in model units, as the data loader gives it to the model: a float32
+    copy with dx, dy clamped to [-limit, limit] and divided by the data's scale factor."""
+    sketch = np.clip(sketch, -limit, limit).astype(np.float32)
+    sketch[:, 0:2] /= scale_factor
+    return sketch
+
+
 class DataLoader:
     """Holds the sketches of one split and builds stroke-5 batches (official DataLoader).
 
@@ -1380,7 +1391,7 @@ class DataLoader:
         scale_factor=1.0,
         random_scale_factor=0.0,
         augment_stroke_prob=0.0,
-        limit=1000,
+        limit=STROKE_LIMIT,
         name="train",
         labels=None,
     ):
@@ -1408,9 +1419,7 @@ class DataLoader:
         for index, sketch in enumerate(strokes):
             if len(sketch) > self.max_seq_len:
                 continue
-            sketch = np.clip(sketch, -self.limit, self.limit).astype(np.float32)
-            sketch[:, 0:2] /= self.scale_factor
-            self.strokes.append(sketch)
+            self.strokes.append(clamp_and_scale(sketch, self.scale_factor, self.limit))
             kept.append(index)
         self.labels = None if labels is None else np.asarray(labels)[np.array(kept, np.int64)]
         self.num_dropped = len(strokes) - len(self.strokes)

@@ -1,6 +1,6 @@
 """Recurrent cells: one step of an RNN, each written once.
 
-Every cell follows one contract (`RecurrentCell`), so one unroll (`recurrent.unroll`) runs
+Every cell follows one contract (`RecurrentCell`), so one unroll (`unroll.unroll`) runs
 any of them, masked or not, forward or reversed, on any Keras backend, and the sampler steps
 the same cell object the training graph unrolls. Faster engines for a cell (a hand-written
 backward pass, a fused C++ op, cuDNN) live in `engines` and are tested against that unroll.

@@ -18,7 +18,7 @@ ENCODER_NAMES = ("rnn", "cnn")  # sketch-rnn's bidirectional RNN, sketch-pix2seq
 class HParams:
     """Every setting of a model and its training run, with the official defaults.
 
-    Names and defaults follow Magenta's `sketch_rnn_train.get_default_hparams`.
+    Names and defaults follow Magenta's `sketch_rnn/model.py:get_default_hparams`.
     Override with `HParams.parse("k=v,k2=v2")` (the training CLI's `--hparams`).
     """
 
