@@ -913,32 +913,6 @@ def check_data_set_names(names, data_dir=None, source="data_set"):
     return list(names)
 
 
-# Bounds of the hparams (and flags) where a larger value would exhaust memory or overflow.
-HPARAM_LIMITS = {
-    "max_seq_len": 10_000,  # QuickDraw's longest sketches have under 2000 points
-    "enc_rnn_size": 8192,
-    "dec_rnn_size": 8192,
-    "z_size": 8192,
-    "num_mixture": 1000,
-    "img_size": 1024,  # the CNN encoder's picture: 1024 x 1024 floats per sketch
-    "batch_size": 10_000,
-    "epochs": 10**9,
-    "steps_per_epoch": 10**9,
-    "save_every": 10**9,
-    "bucket_batches": 10**6,
-    "seed": 2**32 - 1,  # numpy's and TensorFlow's seeds are 32-bit
-}
-
-
-def check_hparam_limits(values, source="hparams"):
-    """One line naming the key if an hparam in ``values`` (a dict) exceeds HPARAM_LIMITS."""
-    for key, limit in HPARAM_LIMITS.items():
-        value = values.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
-            raise ValueError(f"{source}: hparam '{key}' must be at most {limit}, got "
-                             f"{reprlib.repr(value)}")
-
-
 # ---- datasets ----
 
 SPLITS = ("train", "valid", "test")

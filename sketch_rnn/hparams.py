@@ -8,11 +8,38 @@ import dataclasses
 import difflib
 import math
 import os
+import reprlib
 
 import utils
 
 CELL_NAMES = ("lstm", "layer_norm", "hyper")  # the official cells (sketch_rnn.cells)
 ENCODER_NAMES = ("rnn", "cnn")  # sketch-rnn's bidirectional RNN, sketch-pix2seq's CNN
+
+# Bounds of the hparams where a larger value would exhaust memory or overflow.
+HPARAM_LIMITS = {
+    "max_seq_len": 10_000,  # QuickDraw's longest sketches have under 2000 points
+    "enc_rnn_size": 8192,
+    "dec_rnn_size": 8192,
+    "z_size": 8192,
+    "num_mixture": 1000,
+    "img_size": 1024,  # the CNN encoder's picture: 1024 x 1024 floats per sketch
+    "batch_size": 10_000,
+    "epochs": 10**9,
+    "steps_per_epoch": 10**9,
+    "save_every": 10**9,
+    "bucket_batches": 10**6,
+    "seed": 2**32 - 1,  # numpy's and TensorFlow's seeds are 32-bit
+}
+
+
+def check_hparam_limits(values, source="hparams"):
+    """One line naming the key if an hparam in ``values`` (a dict) exceeds HPARAM_LIMITS."""
+    for key, limit in HPARAM_LIMITS.items():
+        value = values.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            raise ValueError(f"{source}: hparam '{key}' must be at most {limit}, got "
+                             f"{reprlib.repr(value)}")
+
 
 @dataclasses.dataclass
 class HParams:
@@ -147,7 +174,7 @@ class HParams:
                     "kl_decay_rate", "decay_rate"]:
             if not 0 < getattr(self, key) <= 1:
                 raise ValueError(f"{source}: hparam '{key}' must be in (0, 1], got {getattr(self, key)}")
-        utils.check_hparam_limits(self.to_dict(), source)  # sizes that would exhaust memory
+        check_hparam_limits(self.to_dict(), source)  # sizes that would exhaust memory
         if self.bucket_tail > 0 and self.bucket_batches == 0:
             raise ValueError(f"{source}: hparam 'bucket_tail' applies to trimmed batches only "
                              f"(bucket_batches > 0), got bucket_tail={self.bucket_tail} with "
