@@ -493,7 +493,6 @@ def evaluate_test_split(model, hps, loader, checkpoint_dir, experiment_dir, clas
     (on its replicas' rows), and only the one with `write` writes the file. With sketches of
     several classes, each class's figures too (`callbacks.evaluate`), one line each.
     """
-
     from callbacks import EVALUATION_SEED, evaluate, read_best, write_json_atomically
 
     best = os.path.join(checkpoint_dir, "best.weights.h5")
