@@ -1831,7 +1831,8 @@ def sketch_to_gif(stroke3, path, frames=None, scale_factor=1.0, duration=40, hol
             prefix_color (see ``sketches_to_svg``).
 
     Returns:
-        the number of frames written.
+        the number of frames drawn (Pillow stores two identical frames in a row, such as
+        those of a zero-length move, as one frame shown for both durations).
     """
     stroke3 = _as_stroke3(stroke3)
     total = len(stroke3)

@@ -97,7 +97,9 @@ class SketchRNNDrawer:
     initial state and the start token, or (`complete`) the state after a prefix read
     teacher-forced and the prefix's last point. Its random draws are made up front with
     NumPy, one stream per sketch from `seed`, so a seeded call is reproducible and sketch i
-    does not depend on how many others are drawn with it (interpolations share one stream
+    gets the same random draws however many others are drawn with it (its points can still
+    differ in the last bits, as the matmuls round differently for another batch size, and
+    a different bit can lead the rest of a sketch elsewhere; interpolations share one stream
     instead, so that their frames differ only by z). The loop is traced once; XLA compiles it once per
     batch size (about 0.4 s for 1 sketch, 1.4 s for 100 at default size here), so the first
     call with a new number of sketches is that much slower. The recurrent matmuls are in the
@@ -141,16 +143,20 @@ class SketchRNNDrawer:
         (`render`).
 
         Args:
-            sketches: sequence of B (N_b, 3) arrays, N_b <= max_seq_len.
+            sketches: a list of B stroke-3 sketches, each an (N_b, 3) array (or nested
+                list), N_b <= max_seq_len; one sketch is `[sketch]`.
             sample: False returns the posterior mean z_mean; True draws
                 z = z_mean + exp(z_log_var / 2) * N(0, I), as training does.
             seed: seeds the draw when sample is True.
 
         Returns:
-            (B, Nz) float32.
+            (B, Nz) float32 ((0, Nz) for no sketches).
         """
         if self.encoder is None:
             _require_conditional(self.model, "has no encoder")
+        sketches = _as_sketches(sketches)
+        if not sketches:
+            return np.zeros((0, self.hps.z_size), np.float32)
         if self.hps.encoder == "cnn":
             return self._encode(self.render(sketches)[..., None], sample, seed)
         return self._encode(utils.to_stroke5(sketches, self.hps.max_seq_len), sample, seed)
@@ -216,9 +222,10 @@ class SketchRNNDrawer:
         """Draws one sketch per latent vector.
 
         Args:
-            z: (B, Nz) latent vectors.
+            z: (B, Nz) latent vectors, or one (Nz,) vector for one sketch.
             temperature: tau > 0, one for all or (B,) one per sketch (see `sample_stroke`).
-            greedy: take the most likely choices and the means (deterministic).
+            greedy: take the most likely choices and the means (deterministic; the
+                temperature is then not used).
             seed: seeds the draws; None draws fresh ones.
             max_steps: the most points a sketch may have; max_seq_len by default.
             shared_noise: every sketch uses the same random draws (those sketch 0 would
@@ -231,8 +238,13 @@ class SketchRNNDrawer:
         if not self.hps.conditional:
             _require_conditional(self.model, "draws from no z: use sample(n)")
         z = np.asarray(z, np.float32)
+        if z.ndim == 1:
+            z = z[None]
         if z.ndim != 2 or z.shape[1] != self.hps.z_size:
-            raise ValueError(f"z must have shape (B, {self.hps.z_size}), got {z.shape}")
+            raise ValueError(f"z must have shape (B, {self.hps.z_size}) or ({self.hps.z_size},), "
+                             f"got {z.shape}")
+        if not len(z):
+            return []
         _, noise = self._random_draws(len(z), seed, max_steps, with_z=False,
                                       shared_noise=shared_noise)
         stroke5 = self.sample_stroke5(z, noise, temperature, greedy)
@@ -249,9 +261,12 @@ class SketchRNNDrawer:
         stroke5 = self.sample_stroke5(z, noise, temperature, greedy)
         return [utils.to_stroke3(s) for s in stroke5]
 
-    def reconstruct(self, sketches, temperature=1.0, greedy=False, seed=None):
-        """Encodes sketches (to z_mean) and decodes them: `decode(encode(sketches), ...)`."""
-        return self.decode(self.encode(sketches), temperature, greedy, seed)
+    def reconstruct(self, sketches, temperature=1.0, greedy=False, seed=None, max_steps=None,
+                    shared_noise=False):
+        """Encodes sketches (to z_mean) and decodes them: `decode(encode(sketches), ...)`,
+        with `decode`'s options."""
+        return self.decode(self.encode(sketches), temperature, greedy, seed, max_steps,
+                           shared_noise)
 
     def interpolate(self, sketch_a, sketch_b, steps=10, method="slerp", temperature=1.0,
                     greedy=False, seed=None, shared_noise=True):
@@ -361,8 +376,11 @@ class SketchRNNDrawer:
             raise ValueError(f"z must be 'encode' or latent vectors, got {z!r}")
         if not self.hps.conditional:
             if not encode and z is not None:
-                _require_conditional(self.model, "draws from no z: leave z='encode'")
+                _require_conditional(self.model, "draws from no z: leave z out")
             return None
+        if z is None:
+            raise ValueError("this model is conditional: z is 'encode' (the prefix's own) or "
+                             f"latent vectors, ({self.hps.z_size},) or (n, {self.hps.z_size})")
         if encode:
             if not len(prefix):
                 raise ValueError("an empty prefix has nothing to encode: give z")
@@ -452,6 +470,8 @@ class SketchRNNDrawer:
         else:
             z = np.zeros((batch, 0), np.float32)  # the decoder's kernel has no z rows either
         temperature = np.broadcast_to(np.asarray(temperature, np.float32), (batch,))
+        if greedy:  # the most likely choices: no temperature (0, the limit, is fine too)
+            temperature = np.ones((batch,), np.float32)
         if not np.all(temperature > 0):
             raise ValueError(f"temperature must be > 0 (greedy=True is the limit tau -> 0), "
                              f"got {temperature.min()}")
@@ -516,7 +536,8 @@ class SketchRNNDrawer:
         Args:
             data_dir: folder of the .npz data sets (missing known sets are downloaded).
             split: "train", "valid" or "test".
-            data_set: one name or comma list; by default the run's own data sets.
+            data_set: one name, a comma list or a list of names; by default the run's own
+                data sets.
 
         Returns:
             list of (N, 3) float32 stroke-3 arrays, those longer than max_seq_len dropped,
@@ -524,6 +545,8 @@ class SketchRNNDrawer:
         """
         if split not in utils.SPLITS:
             raise ValueError(f"split must be one of {', '.join(utils.SPLITS)}, got {split!r}")
+        if isinstance(data_set, (list, tuple)):
+            data_set = ",".join(data_set)
         names = data_set or ",".join(self.data_sets)
         if not names:
             raise ValueError("this run names no data set: pass data_set")
@@ -659,6 +682,25 @@ def _initial_state(model, z):
     """The decoder's initial state from z (eq. 4), in its cell's state order."""
     cell = model.get_layer("decoder_lstm").cell
     return cell.state_from_vector(model.get_layer("decoder_init")(z))
+
+
+def _as_sketches(sketches):
+    """A list of B stroke-3 sketches as float32 (N_b, 3) arrays; a ValueError for one sketch
+    given alone (its rows would be read as sketches) or a sketch of another shape."""
+    if isinstance(sketches, np.ndarray) and sketches.dtype != object and sketches.ndim == 2:
+        raise ValueError(f"sketches: expected a list of stroke-3 sketches, got one (N, 3) "
+                         f"array of shape {sketches.shape}; for one sketch pass [sketch]")
+    checked = []
+    for index, sketch in enumerate(sketches):
+        sketch = np.asarray(sketch, np.float32)
+        if sketch.ndim == 1:
+            raise ValueError("sketches: expected a list of stroke-3 sketches, got a list of "
+                             "rows (one sketch); for one sketch pass [sketch]")
+        if sketch.ndim != 2 or sketch.shape[1] != 3:
+            raise ValueError(f"sketches: sketch {index} has shape {sketch.shape}, expected "
+                             "(N, 3) stroke-3 rows (dx, dy, pen_lifted)")
+        checked.append(sketch)
+    return checked
 
 
 def _require_conditional(model, what):

@@ -7,6 +7,7 @@ official `sample()` (inverse-CDF choices, a Cholesky factor for the correlated o
 
 import json
 import math
+import re
 import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -325,6 +326,34 @@ def test_interpolation():
     assert interpolate(z0, z1, 7, "lerp").shape == (7, 3)
     with pytest.raises(ValueError, match="slerp"):
         interpolate(z0, z1, 3, "cubic")
+
+
+def test_the_inputs_people_pass_work_or_say_what_to_pass():
+    drawer = SketchRNNDrawer(tiny_model(seed=16))
+    a, b = random_sketches(np.random.default_rng(4), 2, drawer.hps.max_seq_len)
+    z = drawer.encode([a, b])
+    # nested lists are sketches too, and a 1-D z is one sketch's
+    np.testing.assert_array_equal(drawer.encode([a.tolist(), b.tolist()]), z)
+    np.testing.assert_array_equal(drawer.decode(z[0], seed=3)[0], drawer.decode(z[:1], seed=3)[0])
+    assert drawer.encode([]).shape == (0, drawer.hps.z_size) and drawer.decode(z[:0]) == []
+    for one_sketch in (a, a.tolist()):
+        with pytest.raises(ValueError, match=re.escape("for one sketch pass [sketch]")):
+            drawer.encode(one_sketch)
+    with pytest.raises(ValueError, match=re.escape("sketch 1 has shape (3, 2)")):
+        drawer.encode([a, np.zeros((3, 2))])
+    # greedy takes no temperature: 0 (its limit) is accepted, and any gives the same sketch
+    greedy = drawer.decode(z, greedy=True, temperature=0.0)
+    for got, want in zip(drawer.decode(z, greedy=True, temperature=2.0), greedy):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        drawer.decode(z, temperature=0.0)
+    # reconstruct is decode(encode(...)) with decode's options
+    short = drawer.reconstruct([a, b], seed=5, max_steps=3, shared_noise=True)
+    for got, want in zip(short, drawer.decode(z, seed=5, max_steps=3, shared_noise=True)):
+        np.testing.assert_array_equal(got, want)
+    assert all(len(sketch) <= 3 for sketch in short)
+    with pytest.raises(ValueError, match="this model is conditional: z is 'encode'"):
+        drawer.complete(a[:4], 2, z=None)
 
 
 def test_interpolation_frames_share_one_noise_stream():
