@@ -148,11 +148,14 @@ def draw(args):
     check_run(args)
     output_dir = check_output_dir(args)
     prefix_file = None if args.prefix is None else utils.read_sketch(args.prefix)  # before the model
-    drawer = load_run(args.run_dir, args.checkpoint)
     seed = args.seed
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0] % 1_000_000)
-        print(f"seed {seed} (--seed={seed} draws the same again)", file=sys.stderr)
+    picture = picture_name(args, seed)
+    # Before the model loads: a grid's picture is one file; GIFs are numbered from 000.
+    first = f"{picture}-000.gif" if args.format == "gif" else f"{picture}.{args.format}"
+    check_free([os.path.join(output_dir, first)], args.force)
+    drawer = load_run(args.run_dir, args.checkpoint)
     draw_options = dict(temperature=args.temperature, greedy=args.greedy, seed=seed)
     tau = "greedy" if args.greedy else f"tau {args.temperature:g}"
 
@@ -207,11 +210,13 @@ def draw(args):
             labels = [f"test {first}"] + positions + [f"test {last}"]
         columns = columns or len(grid) // (2 if args.mode == "reconstruct" else 1)
 
-    name = picture_name(args, seed)
+    if args.seed is None:  # drawn: now the seed is worth saying
+        print(f"seed {seed} (--seed={seed} draws the same again)", file=sys.stderr)
     if args.format == "gif":
-        paths = [os.path.join(output_dir, f"{name}-{number:03d}.gif") for number in range(len(sketches))]
+        paths = [os.path.join(output_dir, f"{picture}-{number:03d}.gif")
+                 for number in range(len(sketches))]
     else:
-        paths = [os.path.join(output_dir, f"{name}.{args.format}")]
+        paths = [os.path.join(output_dir, f"{picture}.{args.format}")]
     check_free(paths, args.force)
     os.makedirs(output_dir, exist_ok=True)
     scale = drawer.scale_factor
@@ -309,6 +314,7 @@ def check_args(args):
                                  "(--gif_size, --gif_frame_ms)")
     if args.method != "slerp" and args.mode != "interpolate":
         raise ValueError(f"--method applies to --mode=interpolate, not --mode={args.mode}")
+    parse_indices(args, None)  # their form and number, before anything loads
     if args.independent_noise and args.mode != "interpolate":
         raise ValueError(f"--independent_noise applies to --mode=interpolate, not --mode={args.mode}")
     if args.prefix is not None and args.indices is not None:
@@ -377,7 +383,10 @@ def read_prefixes(args, drawer, prefix_file=None):
 
 
 def parse_indices(args, available):
-    """The test sketch indices the mode uses, checked against the `available` sketches."""
+    """The test sketch indices the mode uses, checked against the `available` sketches
+    (None: their form and number only, before the test sketches are loaded)."""
+    if args.indices is None and available is None:
+        return None
     if args.indices is None:
         indices = {"reconstruct": list(range(min(args.count, available))), "interpolate": [0, 1],
                    "complete": [0]}[args.mode]
@@ -389,7 +398,9 @@ def parse_indices(args, available):
     if args.mode == "interpolate" and len(indices) != 2:
         raise ValueError(f"--indices: interpolate takes two test sketches, got {len(indices)}")
     for index in indices:
-        if not 0 <= index < available:
+        if index < 0:
+            raise ValueError(f"--indices: {index} is not a test sketch (they count from 0)")
+        if available is not None and index >= available:
             raise ValueError(f"--indices: {index} is not a test sketch (there are {available}, 0 to "
                              f"{available - 1})")
     return indices

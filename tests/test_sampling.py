@@ -446,7 +446,7 @@ def test_load_run_errors_name_the_problem(tmp_path):
     assert [str(w.message) for w in caught] == []
 
 
-def test_sampling_command_writes_pictures(tmp_path, shared_datasets, capsys):
+def test_sampling_command_writes_pictures(tmp_path, shared_datasets, capsys, monkeypatch):
     from PIL import Image
 
     import seq2seqVAE_sample
@@ -460,7 +460,9 @@ def test_sampling_command_writes_pictures(tmp_path, shared_datasets, capsys):
     first = (out / "sample-t0.50-s3.svg").read_text()
     assert ET.fromstring(first).tag == "{http://www.w3.org/2000/svg}svg"
     capsys.readouterr()
-    assert seq2seqVAE_sample.main(common + ["--count=5"]) == 2  # nothing overwritten
+    with monkeypatch.context() as patch:  # said before the model loads and draws
+        patch.setattr("seq2seqVAE.load_run", None)
+        assert seq2seqVAE_sample.main(common + ["--count=5"]) == 2  # nothing overwritten
     assert capsys.readouterr().err.strip() == (
         f"error: {out / 'sample-t0.50-s3.svg'} exists; pass --force to overwrite it, or another "
         "--seed, --temperature or --output_dir")
