@@ -1576,7 +1576,12 @@ def _label_width(text, font_size):
 
 def _labels_width(labels, font_size):
     """The width a cell needs for the widest label: half a font size free on either side."""
-    return max(_label_width(str(label), font_size) for label in labels) + font_size
+    return max(_label_width(_label_text(label), font_size) for label in labels) + font_size
+
+
+def _label_text(label):
+    """A label as drawn: None is no label (as "" is), anything else its str()."""
+    return "" if label is None else str(label)
 
 
 class _Grid:
@@ -1644,7 +1649,8 @@ class _Grid:
             shift = np.array([left + cell_w / 2, top + cell_h / 2]) - (low + high) / 2
             label = None
             if labels is not None:
-                label = (str(labels[index]), left + cell_w / 2, top + cell_h + 1.1 * font_size)
+                label = (_label_text(labels[index]), left + cell_w / 2,
+                         top + cell_h + 1.1 * font_size)
             self.cells.append(([(line + shift, first, part) for line, first, part in lines], label))
 
 
@@ -1678,8 +1684,9 @@ def sketches_to_svg(sketches, path=None, columns=None, labels=None, scale_factor
         sketches: sequence of (N_i, 3) arrays.
         path: file to write, if given.
         columns: sketches per row (default: all, up to 10).
-        labels: optional text under each sketch, one per sketch, kept inside its cell:
-            cells widen to the widest label, or with ``cell_size`` the labels are drawn smaller.
+        labels: optional text under each sketch, one per sketch (None or "" for none), kept
+            inside its cell: cells widen to the widest label, or with ``cell_size`` the labels
+            are drawn smaller.
         scale_factor: multiplies dx and dy (see the section's note).
         cell_size: None: every cell has the size of the largest sketch, so sizes compare
             across the grid; a number: cells of that many pixels square, each sketch

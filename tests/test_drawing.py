@@ -123,8 +123,8 @@ def test_long_labels_stay_inside_their_own_cells(cell_size, label):
         assert label_row[:, round(i * cell_w) + 3:round((i + 1) * cell_w) - 3].any()
     for border in (cell_w, 2 * cell_w, 3 * cell_w):
         assert not label_row[:, round(border) - 3:round(border) + 3].any(), border
-    # Blank labels have no width and draw nothing.
-    blank = utils.sketches_to_image([SKETCH] * 2, labels=["", " "], cell_size=cell_size)
+    # Blank labels (and None) have no width and draw nothing.
+    blank = utils.sketches_to_image([SKETCH] * 3, labels=["", " ", None], cell_size=cell_size)
     assert not (np.asarray(blank.convert("L"))[-round(1.6 * 12):] < 128).any()
 
 
