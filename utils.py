@@ -12,6 +12,7 @@ arrays, which ``np.load`` can only read by unpickling, i.e. by letting the file 
 code. ``load_npz`` reads them with an unpickler that can only rebuild numpy arrays.
 """
 
+import contextlib
 import copy
 import http.client
 import io
@@ -1070,6 +1071,7 @@ def download_dataset(name, data_dir, base_url=None, deadline=None, max_bytes=Non
             f"as {target}"
         )
 
+    made = [folder for folder in [data_dir, *data_dir.parents] if not folder.exists()]
     data_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=data_dir, prefix=f".{name}.", suffix=".tmp")
     tmp_path = Path(tmp_name)
@@ -1122,6 +1124,10 @@ def download_dataset(name, data_dir, base_url=None, deadline=None, max_bytes=Non
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)  # already gone after a successful os.replace
+        if not target.exists():  # a failed download leaves no folder it made either
+            for folder in made:  # deepest first; one holding other files stays
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     return target
 
 

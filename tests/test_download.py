@@ -90,13 +90,21 @@ def test_load_strokes_downloads_a_missing_set(tmp_path, mirror):
     assert (data_dir / "aaron_sheep.npz").is_file()
 
 
+def test_a_failed_download_keeps_a_data_folder_that_was_there(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with pytest.raises(utils.DownloadError):
+        utils.download_dataset("aaron_sheep", data_dir, base_url="http://127.0.0.1:1")
+    assert data_dir.is_dir() and list(data_dir.iterdir()) == []
+
+
 def assert_failed_cleanly(error, url, target):
     message = str(error.value)
     assert url in message
     assert f"save it as {target}" in message
     assert "\n" not in message
     assert not target.exists()
-    assert list(target.parent.iterdir()) == []  # no temporary file either
+    assert not target.parent.exists()  # no temporary file, nor the folder the download made
 
 
 def test_missing_file_on_the_server(tmp_path, mirror):

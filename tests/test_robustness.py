@@ -240,7 +240,7 @@ def test_missing_known_data_set_without_network_says_where_to_put_it(tmp_path, c
                             "--base_url=http://127.0.0.1:1", f"--experiment_dir={tmp_path / 'run'}")
     assert_one_line_error(code, err, "could not download http://127.0.0.1:1/aaron_sheep/aaron_sheep.npz",
                           f"save it as {tmp_path / 'data' / 'aaron_sheep.npz'}")
-    assert os.listdir(tmp_path / "data") == []  # no partial download left behind
+    assert not (tmp_path / "data").exists()  # no partial download, nor the folder made for it
     assert not (tmp_path / "run").exists()
 
 
