@@ -7,6 +7,7 @@ compiled loop and completes partial sketches. Stroke formats and pictures (SVG, 
 """
 
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -157,8 +158,9 @@ class SketchRNNDrawer:
         sketches = _as_sketches(sketches)
         if not sketches:
             return np.zeros((0, self.hps.z_size), np.float32)
-        if self.hps.encoder == "cnn":
+        if self.hps.encoder == "cnn":  # rendering fits each sketch to the picture: any units
             return self._encode(self.render(sketches)[..., None], sample, seed)
+        self._check_units(sketches)
         return self._encode(utils.to_stroke5(sketches, self.hps.max_seq_len), sample, seed)
 
     def encode_image(self, images, sample=False, seed=None):
@@ -367,7 +369,26 @@ class SketchRNNDrawer:
         if len(prefix) > self.hps.max_seq_len:
             raise ValueError(f"prefix has {len(prefix)} points, more than the model's "
                              f"max_seq_len={self.hps.max_seq_len}")
+        self._check_units([prefix])
         return prefix
+
+    def _check_units(self, sketches):
+        """Warns if the sketches look like they are in the data's units, not the model's.
+
+        In model units the offsets' spread is about 1 (the scale factor is the training
+        offsets' standard deviation; one sketch's is at most 5 in aaron_sheep, short_kanji
+        and omniglot); in the data's units about the scale factor. A sketch read from a
+        file or a data set's .npz and passed as it is would be drawn as a huge one.
+        """
+        spreads = [np.std(sketch[:, :2]) for sketch in sketches if len(sketch) > 1]
+        if not spreads:
+            return
+        spread = float(np.median(spreads))
+        if spread > max(8.0, self.scale_factor / 2):
+            warnings.warn(f"the sketches' offsets spread {spread:.3g} (standard deviation), as "
+                          f"in the data's units (this run's scale factor is "
+                          f"{self.scale_factor:.4g}); the model takes model units: divide dx "
+                          "and dy by drawer.scale_factor (load_sketches does)", stacklevel=3)
 
     def _completion_z(self, prefix, z, n):
         """z for `complete`: None (decoder-only), or (n, Nz) (n=None: as many as given, or 1)."""

@@ -356,6 +356,23 @@ def test_the_inputs_people_pass_work_or_say_what_to_pass():
         drawer.complete(a[:4], 2, z=None)
 
 
+def test_sketches_in_the_data_units_are_warned_about():
+    drawer = SketchRNNDrawer(tiny_model(seed=17), scale_factor=18.5)  # aaron_sheep's
+    rng = np.random.default_rng(5)
+    model_units = np.zeros((10, 3), np.float32)
+    model_units[:, :2] = rng.standard_normal((10, 2))  # spread 1, as the data loader gives
+    model_units[[4, 9], 2] = 1
+    data_units = model_units.copy()
+    data_units[:, :2] *= drawer.scale_factor  # as read from the .npz
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none for model units
+        drawer.encode([model_units])
+        drawer.complete(model_units[:5], 1, seed=0)
+    for draw in (lambda: drawer.encode([data_units]), lambda: drawer.complete(data_units[:5], 1)):
+        with pytest.warns(UserWarning, match="divide dx and dy by drawer.scale_factor"):
+            draw()
+
+
 def test_interpolation_frames_share_one_noise_stream():
     drawer = SketchRNNDrawer(tiny_model(seed=15))
     sketch = random_sketches(np.random.default_rng(3), 1, drawer.hps.max_seq_len)[0]
