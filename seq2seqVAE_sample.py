@@ -148,6 +148,7 @@ def draw(args):
     check_run(args)
     output_dir = check_output_dir(args)
     prefix_file = None if args.prefix is None else utils.read_sketch(args.prefix)  # before the model
+    test = read_test_sketches(args)  # before the model too: the data's errors come first
     seed = args.seed
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0] % 1_000_000)
@@ -171,7 +172,7 @@ def draw(args):
         grid, labels = sketches, (drawn_labels(len(sketches)) if args.labels else None)
     elif args.mode == "complete":
         grid, labels, sketches, prefix_lengths, gif_prefixes = [], [], [], [], []
-        for prefix, name in read_prefixes(args, drawer, prefix_file):
+        for prefix, name in read_prefixes(args, drawer.scale_factor, prefix_file, test):
             try:
                 completions = drawer.complete(prefix, args.count, **draw_options)
             except ValueError as err:
@@ -186,10 +187,6 @@ def draw(args):
         grid, labels, sketches = redraw_pictures(args, drawer, draw_options, drawn_labels)
         columns = columns or args.count
     else:
-        if not drawer.hps.conditional:
-            raise ValueError(f"--mode={args.mode}: the run in {args.run_dir} has no encoder "
-                             "(conditional=False); --mode=sample and --mode=complete draw with it")
-        test = drawer.load_sketches(args.data_dir, "test")
         indices = parse_indices(args, len(test))
         if args.mode == "reconstruct":
             originals = [test[i] for i in indices]
@@ -230,6 +227,22 @@ def draw(args):
     write(grid, paths[0], columns=columns, labels=labels, scale_factor=scale,
           cell_size=args.cell_size or None, prefix_lengths=prefix_lengths)
     return paths
+
+
+def read_test_sketches(args):
+    """The run's test sketches (model units) if the mode draws from them, else None; read
+    from the run's config, before its model is built, with --indices checked against them."""
+    from sketch_rnn.drawing import load_split, read_run_config
+
+    if args.mode == "sample" or args.image or args.prefix is not None:
+        return None
+    hps, scale_factor, data_sets = read_run_config(args.run_dir)
+    if args.mode != "complete" and not hps.conditional:
+        raise ValueError(f"--mode={args.mode}: the run in {args.run_dir} has no encoder "
+                         "(conditional=False); --mode=sample and --mode=complete draw with it")
+    test = load_split(args.data_dir, "test", data_sets, hps.max_seq_len, scale_factor)
+    parse_indices(args, len(test))
+    return test
 
 
 def redraw_pictures(args, drawer, draw_options, drawn_labels):
@@ -355,9 +368,10 @@ def check_output_dir(args):
     return output_dir
 
 
-def read_prefixes(args, drawer, prefix_file=None):
+def read_prefixes(args, scale_factor, prefix_file=None, test=None):
     """complete's prefixes in model units, each with its label: the --prefix file's sketch
-    (`prefix_file`, in the data's units) or the test sketches'."""
+    (`prefix_file`, in the data's units, divided by `scale_factor`) or those of the `test`
+    sketches (model units) that --indices names."""
     import numpy as np
 
     import utils
@@ -366,9 +380,8 @@ def read_prefixes(args, drawer, prefix_file=None):
         sketch = prefix_file
         if args.prefix_strokes is not None:
             sketch = utils.first_strokes(sketch, args.prefix_strokes)
-        sketch = utils.clamp_and_scale(sketch, drawer.scale_factor)  # as the data loader does
+        sketch = utils.clamp_and_scale(sketch, scale_factor)  # as the data loader does
         return [(sketch, os.path.basename(args.prefix))]
-    test = drawer.load_sketches(args.data_dir, "test")
     prefixes = []
     for index in parse_indices(args, len(test)):
         strokes = int(np.sum(test[index][:, 2] == 1))

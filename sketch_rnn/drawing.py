@@ -564,17 +564,44 @@ class SketchRNNDrawer:
             list of (N, 3) float32 stroke-3 arrays, those longer than max_seq_len dropped,
             clamped and scaled as in training.
         """
-        if split not in utils.SPLITS:
-            raise ValueError(f"split must be one of {', '.join(utils.SPLITS)}, got {split!r}")
-        if isinstance(data_set, (list, tuple)):
-            data_set = ",".join(data_set)
-        names = data_set or ",".join(self.data_sets)
-        if not names:
-            raise ValueError("this run names no data set: pass data_set")
-        strokes = utils.load_strokes(data_dir, names)[utils.SPLITS.index(split)]
-        loader = utils.DataLoader(strokes, max_seq_len=self.hps.max_seq_len,
-                                  scale_factor=self.scale_factor, name=split)
-        return loader.strokes
+        return load_split(data_dir, split, data_set or self.data_sets, self.hps.max_seq_len,
+                          self.scale_factor)
+
+
+def load_split(data_dir, split, data_sets, max_seq_len, scale_factor):
+    """One split of data sets as a run's model reads it (`SketchRNNDrawer.load_sketches`).
+
+    Args:
+        data_dir: folder of the .npz data sets (missing known sets are downloaded).
+        split: "train", "valid" or "test".
+        data_sets: one name, a comma list or a list of names.
+        max_seq_len, scale_factor: the run's (`read_run_config`).
+
+    Returns:
+        list of (N, 3) float32 stroke-3 arrays in model units.
+    """
+    if split not in utils.SPLITS:
+        raise ValueError(f"split must be one of {', '.join(utils.SPLITS)}, got {split!r}")
+    names = ",".join(data_sets) if isinstance(data_sets, (list, tuple)) else data_sets
+    if not names:
+        raise ValueError("this run names no data set: pass data_set")
+    strokes = utils.load_strokes(data_dir, names)[utils.SPLITS.index(split)]
+    loader = utils.DataLoader(strokes, max_seq_len=max_seq_len, scale_factor=scale_factor,
+                              name=split)
+    return loader.strokes
+
+
+def read_run_config(run_dir):
+    """(hps, scale_factor, data_sets) of a run folder, checked, without building its model.
+
+    Raises:
+        FileNotFoundError, ValueError: naming model_config.json and what is wrong in it.
+    """
+    hps, config = load_config(run_dir)
+    config_path = os.path.join(run_dir, "model_config.json")
+    scale_factor = utils.check_scale_factor(config.get("scale_factor"), config_path)
+    data_sets = utils.check_data_set_names(config.get("data_set"), None, config_path)
+    return hps, float(scale_factor), data_sets
 
 
 def load_run(run_dir, checkpoint=None, jit_compile=True):
@@ -594,10 +621,8 @@ def load_run(run_dir, checkpoint=None, jit_compile=True):
         FileNotFoundError: naming what is missing (config, checkpoint).
         ValueError: naming the file, for a config or checkpoint that does not fit.
     """
-    hps, config = load_config(run_dir)
+    hps, scale_factor, data_sets = read_run_config(run_dir)
     config_path = os.path.join(run_dir, "model_config.json")
-    scale_factor = utils.check_scale_factor(config.get("scale_factor"), config_path)
-    data_sets = utils.check_data_set_names(config.get("data_set"), None, config_path)
     if checkpoint is None:
         checkpoint = default_checkpoint(run_dir)
     else:
@@ -610,7 +635,7 @@ def load_run(run_dir, checkpoint=None, jit_compile=True):
     except (ValueError, OSError) as err:
         reason = utils.first_line(err)  # Keras's reason, without the lines after it
         raise ValueError(f"cannot load {checkpoint} into the model of {config_path} ({reason})") from None
-    return SketchRNNDrawer(model, scale_factor=float(scale_factor), data_sets=data_sets,
+    return SketchRNNDrawer(model, scale_factor=scale_factor, data_sets=data_sets,
                            jit_compile=jit_compile)
 
 

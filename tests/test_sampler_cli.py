@@ -148,14 +148,11 @@ def test_completions_read_the_prefix_in_model_units(tiny_run, tmp_path):
 
 
 def test_a_prefix_that_is_the_whole_test_sketch_is_warned_about(capsys):
-    class TwoTestSketches:  # what read_prefixes asks of a drawer
-        def load_sketches(self, data_dir, split):
-            two = np.array(STROKES_AS_STROKE3[1:], np.float32)  # 2 strokes
-            return [two, np.concatenate([two] * 3)]  # 2 and 6 strokes
-
+    two = np.array(STROKES_AS_STROKE3[1:], np.float32)  # 2 strokes
+    test = [two, np.concatenate([two] * 3)]  # 2 and 6 strokes
     args = seq2seqVAE_sample.parse_args(["--run_dir=x", "--mode=complete", "--indices=0,1",
                                          "--prefix_strokes=2"])
-    prefixes = seq2seqVAE_sample.read_prefixes(args, TwoTestSketches())
+    prefixes = seq2seqVAE_sample.read_prefixes(args, 1.0, test=test)
     assert [label for _, label in prefixes] == ["test 0, 2/2 strokes", "test 1, 2/6 strokes"]
     warnings = capsys.readouterr().err.strip().splitlines()
     assert len(warnings) == 1 and warnings[0].startswith("warning: test sketch 0 has 2 strokes")
@@ -187,6 +184,18 @@ def test_flags_that_do_nothing_in_a_mode_are_refused(flags, fragment, tmp_path):
 def test_picture_names_tell_the_drawings_apart(flags, name):
     args = seq2seqVAE_sample.parse_args(["--run_dir=x", *flags])
     assert seq2seqVAE_sample.picture_name(args, 7) == name
+
+
+def test_the_test_data_is_read_and_indices_checked_before_the_model_loads(
+        tiny_run, tmp_path, shared_datasets, capsys, monkeypatch):
+    monkeypatch.setattr("seq2seqVAE.load_run", None)  # loading the model would be a TypeError
+    common = [f"--run_dir={tiny_run}", f"--output_dir={tmp_path}", "--mode=reconstruct"]
+    monkeypatch.setenv("SKETCH_RNN_BASE_URL", "http://127.0.0.1:1")  # no server there
+    assert seq2seqVAE_sample.main(common + [f"--data_dir={tmp_path / 'none'}"]) == 2
+    assert "could not download" in capsys.readouterr().err
+    assert seq2seqVAE_sample.main(common + [f"--data_dir={shared_datasets}", "--indices=300"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "error: --indices: 300 is not a test sketch (there are 300, 0 to 299)")
 
 
 def test_the_command_prints_no_tensorflow_log_lines(tiny_run, tmp_path):
