@@ -532,12 +532,11 @@ def check_experiment_dir(path):
     Folders made to find out are removed again, so that a run stopped by a later error (a
     bad hparam, a missing data set) leaves no empty run folder behind; training makes them.
     """
+    import utils
+
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"--experiment_dir: {path} is a file, expected a folder")
-    made, folder = [], os.path.abspath(path)
-    while not os.path.lexists(folder):  # deepest first
-        made.append(folder)
-        folder = os.path.dirname(folder)
+    made = utils.missing_folders(path)
     try:
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f".write-test-{os.getpid()}")
@@ -547,9 +546,7 @@ def check_experiment_dir(path):
     except OSError as err:
         raise ValueError(f"--experiment_dir: cannot write to {path} ({err.strerror})") from None
     finally:
-        for folder in made:
-            with contextlib.suppress(OSError):
-                os.rmdir(folder)
+        utils.remove_empty_folders(made)
 
 
 def check_same_model(stored, requested, config_path):

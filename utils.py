@@ -763,6 +763,23 @@ def check_regular_file(path, what=None):
                               "refusing to read it")
 
 
+def missing_folders(path):
+    """The folders of `path`, it and its parents, that do not exist yet: deepest first."""
+    missing, folder = [], os.path.abspath(path)
+    while not os.path.lexists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
+
+
+def remove_empty_folders(folders):
+    """Removes each of `folders`, in their order (deepest first), that is empty; the others,
+    and those another process has put files in, stay."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
 def refuse_link(path, what=None):
     """Raises one line if ``path`` is a symbolic link: we never write through one."""
     if os.path.islink(path):
@@ -1071,7 +1088,7 @@ def download_dataset(name, data_dir, base_url=None, deadline=None, max_bytes=Non
             f"as {target}"
         )
 
-    made = [folder for folder in [data_dir, *data_dir.parents] if not folder.exists()]
+    made = missing_folders(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=data_dir, prefix=f".{name}.", suffix=".tmp")
     tmp_path = Path(tmp_name)
@@ -1125,9 +1142,7 @@ def download_dataset(name, data_dir, base_url=None, deadline=None, max_bytes=Non
     finally:
         tmp_path.unlink(missing_ok=True)  # already gone after a successful os.replace
         if not target.exists():  # a failed download leaves no folder it made either
-            for folder in made:  # deepest first; one holding other files stays
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+            remove_empty_folders(made)
     return target
 
 
