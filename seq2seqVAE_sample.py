@@ -148,7 +148,7 @@ def draw(args):
     check_run(args)
     output_dir = check_output_dir(args)
     prefix_file = None if args.prefix is None else utils.read_sketch(args.prefix)  # before the model
-    test = read_test_sketches(args)  # before the model too: the data's errors come first
+    test, indices = read_test_sketches(args)  # before the model too: data errors come first
     seed = args.seed
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0] % 1_000_000)
@@ -172,7 +172,7 @@ def draw(args):
         grid, labels = sketches, (drawn_labels(len(sketches)) if args.labels else None)
     elif args.mode == "complete":
         grid, labels, sketches, prefix_lengths, gif_prefixes = [], [], [], [], []
-        for prefix, name in read_prefixes(args, drawer.scale_factor, prefix_file, test):
+        for prefix, name in read_prefixes(args, drawer.scale_factor, prefix_file, test, indices):
             try:
                 completions = drawer.complete(prefix, args.count, **draw_options)
             except ValueError as err:
@@ -187,7 +187,6 @@ def draw(args):
         grid, labels, sketches = redraw_pictures(args, drawer, draw_options, drawn_labels)
         columns = columns or args.count
     else:
-        indices = parse_indices(args, len(test))
         if args.mode == "reconstruct":
             originals = [test[i] for i in indices]
             sketches = drawer.reconstruct(originals, **draw_options)
@@ -230,19 +229,18 @@ def draw(args):
 
 
 def read_test_sketches(args):
-    """The run's test sketches (model units) if the mode draws from them, else None; read
-    from the run's config, before its model is built, with --indices checked against them."""
+    """(test sketches in model units, the indices of those the mode uses) if it draws from
+    test sketches, else (None, None); read with the run's config, before its model is built."""
     from sketch_rnn.drawing import load_split, read_run_config
 
     if args.mode == "sample" or args.image or args.prefix is not None:
-        return None
+        return None, None
     hps, scale_factor, data_sets = read_run_config(args.run_dir)
     if args.mode != "complete" and not hps.conditional:
         raise ValueError(f"--mode={args.mode}: the run in {args.run_dir} has no encoder "
                          "(conditional=False); --mode=sample and --mode=complete draw with it")
     test = load_split(args.data_dir, "test", data_sets, hps.max_seq_len, scale_factor)
-    parse_indices(args, len(test))
-    return test
+    return test, parse_indices(args, len(test))
 
 
 def redraw_pictures(args, drawer, draw_options, drawn_labels):
@@ -368,10 +366,10 @@ def check_output_dir(args):
     return output_dir
 
 
-def read_prefixes(args, scale_factor, prefix_file=None, test=None):
+def read_prefixes(args, scale_factor, prefix_file=None, test=None, indices=None):
     """complete's prefixes in model units, each with its label: the --prefix file's sketch
     (`prefix_file`, in the data's units, divided by `scale_factor`) or those of the `test`
-    sketches (model units) that --indices names."""
+    sketches (model units) at `indices`."""
     import numpy as np
 
     import utils
@@ -383,7 +381,7 @@ def read_prefixes(args, scale_factor, prefix_file=None, test=None):
         sketch = utils.clamp_and_scale(sketch, scale_factor)  # as the data loader does
         return [(sketch, os.path.basename(args.prefix))]
     prefixes = []
-    for index in parse_indices(args, len(test)):
+    for index in indices:
         strokes = int(np.sum(test[index][:, 2] == 1))
         count = args.prefix_strokes or max(1, -(-strokes // 2))
         if count >= strokes:

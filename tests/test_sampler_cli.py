@@ -152,7 +152,7 @@ def test_a_prefix_that_is_the_whole_test_sketch_is_warned_about(capsys):
     test = [two, np.concatenate([two] * 3)]  # 2 and 6 strokes
     args = seq2seqVAE_sample.parse_args(["--run_dir=x", "--mode=complete", "--indices=0,1",
                                          "--prefix_strokes=2"])
-    prefixes = seq2seqVAE_sample.read_prefixes(args, 1.0, test=test)
+    prefixes = seq2seqVAE_sample.read_prefixes(args, 1.0, test=test, indices=[0, 1])
     assert [label for _, label in prefixes] == ["test 0, 2/2 strokes", "test 1, 2/6 strokes"]
     warnings = capsys.readouterr().err.strip().splitlines()
     assert len(warnings) == 1 and warnings[0].startswith("warning: test sketch 0 has 2 strokes")
