@@ -3,7 +3,8 @@
 What a trained model needs to draw: encoder and decoder sub-models that share its layers
 (the decoder step calls the decoder cell's own `step`), latent interpolation, and
 `SketchRNNDrawer`, which loads a run folder, samples whole batches of sketches in one
-compiled loop and completes partial sketches. Stroke formats and pictures (SVG, PNG, GIF) live in utils.py.
+compiled loop and completes partial sketches. Stroke formats and pictures (SVG, PNG, GIF) live in
+`sketch_rnn.strokes` and `sketch_rnn.pictures` (imported as utils.X).
 """
 
 import os
@@ -13,11 +14,14 @@ import keras
 import numpy as np
 from keras import ops
 
-import utils
 from sketch_rnn import backend, legacy, raster
+from sketch_rnn.data_loader import DataLoader
+from sketch_rnn.datasets import SPLITS, check_data_set_names, load_strokes
+from sketch_rnn.files import check_regular_file, check_scale_factor, first_line
 from sketch_rnn.hparams import load_config
 from sketch_rnn.mixture import sample_stroke
 from sketch_rnn.model import build_model
+from sketch_rnn.strokes import START_TOKEN, to_stroke3, to_stroke5
 
 
 @keras.saving.register_keras_serializable(package="sketch_rnn")
@@ -89,7 +93,7 @@ class SketchRNNDrawer:
 
     Sketches go in and come out as lists of stroke-3 arrays in the model's units (dx and dy
     divided by `scale_factor`, as the DataLoader and `load_sketches` give them); the drawing
-    functions of utils.py take `scale_factor` to draw them at the data's size.
+    functions of `utils` (`sketch_rnn.pictures`) take `scale_factor` to draw them at the data's size.
 
     Sampling runs one compiled loop per call over the whole batch (`sample_stroke5`): the
     decoder cell's own `step` (the z part of its input projection computed once), the
@@ -161,7 +165,7 @@ class SketchRNNDrawer:
         if self.hps.encoder == "cnn":  # rendering fits each sketch to the picture: any units
             return self._encode(self.render(sketches)[..., None], sample, seed)
         self._check_units(sketches)
-        return self._encode(utils.to_stroke5(sketches, self.hps.max_seq_len), sample, seed)
+        return self._encode(to_stroke5(sketches, self.hps.max_seq_len), sample, seed)
 
     def encode_image(self, images, sample=False, seed=None):
         """Encodes pictures of sketches (a cnn model's): files, Pillow images or arrays.
@@ -250,7 +254,7 @@ class SketchRNNDrawer:
         _, noise = self._random_draws(len(z), seed, max_steps, with_z=False,
                                       shared_noise=shared_noise)
         stroke5 = self.sample_stroke5(z, noise, temperature, greedy)
-        return [utils.to_stroke3(s) for s in stroke5]
+        return [to_stroke3(s) for s in stroke5]
 
     def sample(self, n, temperature=1.0, greedy=False, seed=None, max_steps=None):
         """Draws n sketches unconditionally: from z ~ N(0, I), or from no z for a decoder-only model.
@@ -261,7 +265,7 @@ class SketchRNNDrawer:
             raise ValueError(f"the number of sketches must be at least 1, got {n}")
         z, noise = self._random_draws(n, seed, max_steps, with_z=self.hps.conditional)
         stroke5 = self.sample_stroke5(z, noise, temperature, greedy)
-        return [utils.to_stroke3(s) for s in stroke5]
+        return [to_stroke3(s) for s in stroke5]
 
     def reconstruct(self, sketches, temperature=1.0, greedy=False, seed=None, max_steps=None,
                     shared_noise=False):
@@ -331,12 +335,12 @@ class SketchRNNDrawer:
         if len(prefix):
             # Teacher-forced up to the last point, which the loop reads first.
             state = self._read(prefix[:-1], z, n)
-            point = utils.to_stroke5([prefix[-1:]], 1)[:, 1]  # (1, 5), the last point
+            point = to_stroke5([prefix[-1:]], 1)[:, 1]  # (1, 5), the last point
         else:
-            state, point = self._read(prefix, z, n), utils.START_TOKEN[None]
+            state, point = self._read(prefix, z, n), START_TOKEN[None]
         stroke5 = self.sample_stroke5(z, noise, temperature, greedy, state=state,
                                       point=np.repeat(point, n, axis=0))
-        return [np.concatenate([prefix, utils.to_stroke3(s)]) for s in stroke5]
+        return [np.concatenate([prefix, to_stroke3(s)]) for s in stroke5]
 
     def prefix_state(self, prefix, z="encode"):
         """The decoder's state after reading the start token and a prefix, teacher-forced.
@@ -430,7 +434,7 @@ class SketchRNNDrawer:
         if not len(prefix):
             return state
         decoder = self.model.get_layer("decoder_lstm")
-        inputs = np.repeat(utils.to_stroke5([prefix], len(prefix)), batch, axis=0)  # S0 .. S_K
+        inputs = np.repeat(to_stroke5([prefix], len(prefix)), batch, axis=0)  # S0 .. S_K
         cell = decoder.cell
         _, *final = decoder(ops.convert_to_tensor(inputs), constant=z,
                             initial_state=cell.state_from_vector(ops.convert_to_tensor(state)),
@@ -501,7 +505,7 @@ class SketchRNNDrawer:
         if state.shape != (batch, sum(cell.state_sizes)):
             raise ValueError(f"state must have shape ({batch}, {sum(cell.state_sizes)}), "
                              f"got {state.shape}")
-        point = (np.tile(utils.START_TOKEN, (batch, 1)) if point is None
+        point = (np.tile(START_TOKEN, (batch, 1)) if point is None
                  else np.asarray(point, np.float32))
         if point.shape != (batch, 5):
             raise ValueError(f"point must have shape ({batch}, 5), got {point.shape}")
@@ -580,13 +584,13 @@ def load_split(data_dir, split, data_sets, max_seq_len, scale_factor):
     Returns:
         list of (N, 3) float32 stroke-3 arrays in model units.
     """
-    if split not in utils.SPLITS:
-        raise ValueError(f"split must be one of {', '.join(utils.SPLITS)}, got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     names = ",".join(data_sets) if isinstance(data_sets, (list, tuple)) else data_sets
     if not names:
         raise ValueError("this run names no data set: pass data_set")
-    strokes = utils.load_strokes(data_dir, names)[utils.SPLITS.index(split)]
-    loader = utils.DataLoader(strokes, max_seq_len=max_seq_len, scale_factor=scale_factor,
+    strokes = load_strokes(data_dir, names)[SPLITS.index(split)]
+    loader = DataLoader(strokes, max_seq_len=max_seq_len, scale_factor=scale_factor,
                               name=split)
     return loader.strokes
 
@@ -599,8 +603,8 @@ def read_run_config(run_dir):
     """
     hps, config = load_config(run_dir)
     config_path = os.path.join(run_dir, "model_config.json")
-    scale_factor = utils.check_scale_factor(config.get("scale_factor"), config_path)
-    data_sets = utils.check_data_set_names(config.get("data_set"), None, config_path)
+    scale_factor = check_scale_factor(config.get("scale_factor"), config_path)
+    data_sets = check_data_set_names(config.get("data_set"), None, config_path)
     return hps, float(scale_factor), data_sets
 
 
@@ -626,14 +630,14 @@ def load_run(run_dir, checkpoint=None, jit_compile=True):
     if checkpoint is None:
         checkpoint = default_checkpoint(run_dir)
     else:
-        utils.check_regular_file(checkpoint, "checkpoint")  # a FIFO would hang the load
+        check_regular_file(checkpoint, "checkpoint")  # a FIFO would hang the load
     # An uncompiled model has no optimizer, so Keras loads the layers' weights and leaves
     # the optimizer state of a training checkpoint unread.
     model = build_model(hps)
     try:
         legacy.load_weights(model, checkpoint)
     except (ValueError, OSError) as err:
-        reason = utils.first_line(err)  # Keras's reason, without the lines after it
+        reason = first_line(err)  # Keras's reason, without the lines after it
         raise ValueError(f"cannot load {checkpoint} into the model of {config_path} ({reason})") from None
     return SketchRNNDrawer(model, scale_factor=scale_factor, data_sets=data_sets,
                            jit_compile=jit_compile)

@@ -10,7 +10,7 @@ import math
 import os
 import reprlib
 
-import utils
+from sketch_rnn.files import read_json_config
 
 CELL_NAMES = ("lstm", "layer_norm", "hyper")  # the official cells (sketch_rnn.cells)
 ENCODER_NAMES = ("rnn", "cnn")  # sketch-rnn's bidirectional RNN, sketch-pix2seq's CNN
@@ -226,7 +226,7 @@ def load_config(run_dir):
     path = os.path.join(run_dir, "model_config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no model_config.json in this run folder")
-    config = utils.read_json_config(path)  # one line for non-UTF-8, too deep, not an object
+    config = read_json_config(path)  # one line for non-UTF-8, too deep, not an object
     try:
         hps = HParams.from_dict(config["hparams"], source=path)
     except (KeyError, TypeError, AttributeError) as err:

@@ -23,7 +23,9 @@ import dataclasses
 import os
 import re
 
-import utils
+from sketch_rnn.data_loader import DataLoader
+from sketch_rnn.datasets import check_data_set_names, load_strokes
+from sketch_rnn.files import check_regular_file, check_scale_factor, read_json_file
 from sketch_rnn.hparams import HParams
 from sketch_rnn.official_weights import OfficialVariables, assign_official_weights
 
@@ -74,7 +76,7 @@ def official_hparams(config, source):
         raise ValueError(f"{source}: 'data_set' must be a file name or a list of them, got "
                          f"{str(names)[:80]}")
     data_sets = [name.removesuffix(".npz") for name in names]
-    utils.check_data_set_names(data_sets, None, source)
+    check_data_set_names(data_sets, None, source)
     return hps, data_sets
 
 
@@ -94,7 +96,7 @@ def find_checkpoint(path):
                                 "(PREFIX.index)")
     state = os.path.join(path, "checkpoint")
     if os.path.isfile(state):
-        utils.check_regular_file(state)
+        check_regular_file(state)
         with open(state, encoding="utf-8", errors="replace") as f:
             match = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', f.read(1 << 16), re.M)
         if not match:
@@ -154,8 +156,8 @@ def _is_training_state(name, shapes):
 def data_scale_factor(data_dir, data_sets, max_seq_len, base_url=None):
     """The official normalising scale factor: the standard deviation of the training
     sketches' dx and dy (those of at most max_seq_len points, clamped to +-1000)."""
-    train, _, _ = utils.load_strokes(data_dir, ",".join(data_sets), base_url=base_url)
-    loader = utils.DataLoader(train, max_seq_len=max_seq_len, name="train")
+    train, _, _ = load_strokes(data_dir, ",".join(data_sets), base_url=base_url)
+    loader = DataLoader(train, max_seq_len=max_seq_len, name="train")
     return loader.calculate_normalizing_scale_factor()
 
 
@@ -184,15 +186,15 @@ def import_magenta_checkpoint(path, run_dir, scale_factor=None, data_dir="datase
     prefix = find_checkpoint(path)
     config_path = os.path.join(path if os.path.isdir(path) else os.path.dirname(prefix),
                                "model_config.json")
-    config = utils.read_json_file(config_path)
+    config = read_json_file(config_path)
     hps, official_data_sets = official_hparams(config, config_path)
     hps = _apply_overrides(hps, overrides)
     data_sets = list(data_sets) if data_sets else official_data_sets
-    utils.check_data_set_names(data_sets, None, "--data_set")
+    check_data_set_names(data_sets, None, "--data_set")
     variables, step = read_checkpoint_variables(prefix)
     if scale_factor is None:
         scale_factor = data_scale_factor(data_dir, data_sets, hps.max_seq_len)
-    scale_factor = utils.check_scale_factor(scale_factor, "--scale_factor")
+    scale_factor = check_scale_factor(scale_factor, "--scale_factor")
     model = build_model(hps)
     assign_official_weights(model, variables)
     source = {"format": "magenta checkpoint", "checkpoint": os.path.abspath(prefix),

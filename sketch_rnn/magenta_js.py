@@ -39,7 +39,8 @@ import os
 
 import numpy as np
 
-import utils
+from sketch_rnn.datasets import check_data_set_names
+from sketch_rnn.files import check_regular_file, check_scale_factor, first_line, refuse_link, write_atomically
 from sketch_rnn.hparams import HParams
 from sketch_rnn.official_weights import swap_middle_gates
 from sketch_rnn.run_folder import write_run_folder
@@ -254,7 +255,7 @@ def export_magenta_js(run_dir, out_path, z_from=None, z_seed=None, data_dir="dat
     folder = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(folder) or os.path.isdir(out_path):
         raise ValueError(f"{out_path}: expected a file name in an existing folder")
-    utils.refuse_link(out_path)
+    refuse_link(out_path)
     drawer = load_float32_run(run_dir, checkpoint)
     hps = drawer.hps
     if hps.dec_model != "lstm":
@@ -276,13 +277,13 @@ def export_magenta_js(run_dir, out_path, z_from=None, z_seed=None, data_dir="dat
     value = to_magenta_js(weights, info)
     stored, _ = from_magenta_js(value, out_path)
     error = max(float(np.max(np.abs(stored[k] - weights[k]))) for k in weights)
-    utils.write_atomically(out_path, json.dumps(value, separators=(",", ":")))
+    write_atomically(out_path, json.dumps(value, separators=(",", ":")))
     return {"z": z, "initial_state": initial_state, "max_quantisation_error": error}
 
 
 def read_magenta_js(path):
     """Reads a magenta.js model file: returns (weights in our layout, info). One-line errors."""
-    utils.check_regular_file(path)
+    check_regular_file(path)
     if os.path.getsize(path) > MAX_FILE_BYTES:
         raise ValueError(f"{path}: larger than {MAX_FILE_BYTES} bytes; not a magenta.js model")
     with open(path, "rb") as f:
@@ -292,7 +293,7 @@ def read_magenta_js(path):
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not UTF-8 text; not a magenta.js model") from None
     except (json.JSONDecodeError, RecursionError) as err:
-        raise ValueError(f"{path}: not a magenta.js model (not JSON: {utils.first_line(err)})") from None
+        raise ValueError(f"{path}: not a magenta.js model (not JSON: {first_line(err)})") from None
     return from_magenta_js(value, path)
 
 
@@ -305,7 +306,7 @@ def _data_set_names(info, path):
         if isinstance(candidate, str):
             names = candidate.split(",")
             try:
-                utils.check_data_set_names(names)
+                check_data_set_names(names)
                 return names
             except ValueError:
                 continue
@@ -326,7 +327,7 @@ def import_magenta_js(json_path, run_dir, force=False):
     weights, info = read_magenta_js(json_path)  # before Keras is imported: bad files fail fast
     from sketch_rnn.model import build_model
 
-    scale_factor = utils.check_scale_factor(info.get("scale_factor"), f"{json_path}: info")
+    scale_factor = check_scale_factor(info.get("scale_factor"), f"{json_path}: info")
     max_seq_len = info.get("max_seq_len", 250)
     units = weights["recurrent_kernel"].shape[0]
     try:
@@ -334,7 +335,7 @@ def import_magenta_js(json_path, run_dir, force=False):
                                  "num_mixture": NUM_MIXTURE, "max_seq_len": max_seq_len,
                                  "lstm_matmul_dtype": "float32"}, source=f"{json_path}: info")
     except ValueError as err:
-        raise ValueError(utils.first_line(err)) from None
+        raise ValueError(first_line(err)) from None
     model = build_model(hps)
     set_decoder_weights(model, weights)
     write_run_folder(run_dir, model, scale_factor, _data_set_names(info, json_path),

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-import utils
 from sketch_rnn import readers
+from sketch_rnn.datasets import SPLITS
+from sketch_rnn.files import first_line, write_atomically
+from sketch_rnn.pictures import stroke_lines
 from sketch_rnn.simplify import CONVERT_ONLY, Pipeline, compact, lines_to_stroke3, simplify_drawing
 
 # Reasons a drawing is dropped, in the summary's order.
@@ -175,7 +177,7 @@ def _stroke3(drawing, settings):
     if drawing.stroke3 is not None and not settings.reprocess:
         return compact(drawing.stroke3)
     if drawing.stroke3 is not None:
-        strokes = utils.stroke_lines(drawing.stroke3)
+        strokes = stroke_lines(drawing.stroke3)
     else:
         strokes = [stroke for stroke in drawing.strokes if len(stroke)]
     if not strokes:
@@ -218,7 +220,7 @@ def collect(files, settings, summary, progress=None):
                 except (ValueError, TypeError) as err:
                     summary.drop(MALFORMED)
                     if len(summary.malformed) < SHOWN_PROBLEMS:
-                        summary.malformed.append((item.where, utils.first_line(err)))
+                        summary.malformed.append((item.where, first_line(err)))
                     continue
                 if len(sketch) == 0:
                     summary.drop(EMPTY)
@@ -238,7 +240,7 @@ def collect(files, settings, summary, progress=None):
             print(f"skipped {err}", file=sys.stderr)
         except (ValueError, TypeError, IndexError, RecursionError) as err:
             # a reader failing on something no test foresaw: the file is named, the rest read
-            message = f"{path}: cannot be read ({type(err).__name__}: {utils.first_line(err)})"
+            message = f"{path}: cannot be read ({type(err).__name__}: {first_line(err)})"
             summary.bad_files.append(message)
             print(f"skipped {message}", file=sys.stderr)
         summary.bytes += _file_size(path)
@@ -303,12 +305,12 @@ def split_sketches(classes, fractions, seed):
     rng = np.random.default_rng([seed, 1])  # apart from the sampling's stream
     names = sorted(classes)
     counts = split_counts({name: len(classes[name]) for name in names}, fractions)
-    parts = {split: ([], []) for split in utils.SPLITS}
+    parts = {split: ([], []) for split in SPLITS}
     for label, name in enumerate(names):
         sketches = classes[name]
         order = rng.permutation(len(sketches))
         start = 0
-        for split, count in zip(utils.SPLITS, counts[name]):
+        for split, count in zip(SPLITS, counts[name]):
             for index in order[start:start + count]:
                 parts[split][0].append(sketches[index])
                 parts[split][1].append(label)
@@ -332,9 +334,9 @@ def write_npz(path, arrays):
     """Writes ``arrays`` as a compressed .npz via a temporary file and a rename.
 
     Nothing is left at ``path`` (or beside it) if writing fails or is interrupted, and a
-    symbolic link at ``path`` is refused: ``utils.write_atomically``, streaming the archive.
+    symbolic link at ``path`` is refused: ``write_atomically``, streaming the archive.
     """
-    utils.write_atomically(path, lambda f: np.savez_compressed(f, **arrays), "--out")
+    write_atomically(path, lambda f: np.savez_compressed(f, **arrays), "--out")
 
 
 def build_arrays(names, splits):
@@ -392,7 +394,7 @@ def report(summary, arrays, names, out):
     lines = [f"read {summary.read} drawings from {summary.files} file"
              f"{'s' if summary.files != 1 else ''} ({_size(summary.bytes)})"]
     if arrays:
-        counts = {split: len(arrays[split]) for split in utils.SPLITS}
+        counts = {split: len(arrays[split]) for split in SPLITS}
         dtype = arrays["train"][0].dtype if len(arrays["train"]) else np.dtype(np.int16)
         lines.append(f"kept {sum(counts.values())}: " + ", ".join(
             f"{split} {n}" for split, n in counts.items()) + f" ({dtype} offsets)")

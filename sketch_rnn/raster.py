@@ -27,6 +27,8 @@ import os
 
 import numpy as np
 
+from sketch_rnn.files import check_regular_file
+
 SUPERSAMPLE = 4  # picture_to_input resizes and thickens lines at 4x the final resolution
 
 
@@ -78,7 +80,7 @@ def _segments(sketch, size, margin):
     """A sketch's segments in pixels, fitted and centred: (starts (S, 2), ends (S, 2)).
 
     A stroke of one point is a segment of length 0 (a dot). The pen starts at (0, 0) lifted,
-    as in `utils.stroke_lines`.
+    as in `stroke_lines`.
     """
     if len(sketch) == 0:
         return np.zeros((0, 2)), np.zeros((0, 2))
@@ -176,9 +178,7 @@ def _ink(picture, name):
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(picture, (str, os.PathLike)):
-        import utils
-
-        utils.check_regular_file(picture)
+        check_regular_file(picture)
         try:
             with Image.open(picture) as opened:
                 opened.load()

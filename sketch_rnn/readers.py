@@ -26,7 +26,7 @@ Formats (by extension):
   several drawings, else the folder's name.
 - ``.npy``: one stroke-3 sketch (an (N, 3) array) or an object array of them; ``.npz``: a
   Sketch-RNN data set, whose train, valid and test sketches are all read (loaded with
-  `utils.load_npz`, which lets no file run code). The class is the file's stem, or the
+  `load_npz`, which lets no file run code). The class is the file's stem, or the
   ``classes`` and ``*_labels`` arrays of a file this command wrote.
 """
 
@@ -38,7 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-import utils
+from sketch_rnn.datasets import SPLITS
+from sketch_rnn.files import check_regular_file, first_line
+from sketch_rnn.safe_loading import load_npy, load_npz
 
 EXTENSIONS = (".ndjson", ".svg", ".json", ".npy", ".npz")
 MAX_LINE_BYTES = 8 << 20  # the longest raw QuickDraw drawings take well under 1 MB
@@ -254,7 +256,7 @@ def _record_drawing(record, default_label, where):
 
 
 def _first_line(error):
-    return utils.first_line(error, limit=160)
+    return first_line(error, limit=160)
 
 
 def read_ndjson(path, on_bytes=None):
@@ -561,7 +563,7 @@ def read_npy(path, on_bytes=None):
     if on_bytes:
         on_bytes(os.path.getsize(path))
     try:
-        array = utils.load_npy(path)
+        array = load_npy(path)
         sketches = _sketch_list(array, str(path))
     except ValueError as err:
         raise BadFile(_first_line(err)) from None
@@ -574,14 +576,14 @@ def read_npz(path, on_bytes=None):
     if on_bytes:
         on_bytes(os.path.getsize(path))
     try:
-        arrays = utils.load_npz(path)
+        arrays = load_npz(path)
     except ValueError as err:
         raise BadFile(_first_line(err)) from None
-    if not any(split in arrays for split in utils.SPLITS):
+    if not any(split in arrays for split in SPLITS):
         raise BadFile(f"{path} has none of the keys train, valid, test (found "
                       f"{', '.join(sorted(arrays))}): not a Sketch-RNN data set")
     classes = arrays.get("classes")
-    for split in utils.SPLITS:
+    for split in SPLITS:
         if split not in arrays:
             continue
         try:
@@ -612,7 +614,7 @@ def read_drawings(path, json_layout="auto", svg_tolerance=0.5, size=255.0, on_by
     """
     path = Path(path)
     try:
-        utils.check_regular_file(path)
+        check_regular_file(path)
     except (OSError, ValueError) as err:
         raise BadFile(str(err)) from None
     extension = path.suffix.lower()

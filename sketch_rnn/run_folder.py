@@ -9,7 +9,8 @@ import os
 import secrets
 import shutil
 
-import utils
+from sketch_rnn.datasets import check_data_set_names
+from sketch_rnn.files import check_scale_factor, read_json_config, refuse_link
 
 
 def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=False, config=None,
@@ -43,15 +44,15 @@ def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=Fals
     import keras
 
     run_dir = os.path.abspath(run_dir)
-    utils.refuse_link(run_dir, flag)
+    refuse_link(run_dir, flag)
     if os.path.exists(run_dir):
         if not os.path.isdir(run_dir):
             raise ValueError(f"{flag}: {run_dir} exists and is not a folder")
         if os.listdir(run_dir) and not force:
             raise ValueError(f"{flag}: {run_dir} is not empty; choose a new folder or replace it "
                              "with --force")
-    scale_factor = utils.check_scale_factor(scale_factor, "scale factor")
-    data_sets = utils.check_data_set_names(list(data_sets), None, "data sets")
+    scale_factor = check_scale_factor(scale_factor, "scale factor")
+    data_sets = check_data_set_names(list(data_sets), None, "data sets")
     parent, name = os.path.split(run_dir)
     os.makedirs(parent, exist_ok=True)
     staging = os.path.join(parent, f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{name}")
@@ -195,7 +196,7 @@ def checkpoint_position(run_dir, checkpoint):
     position = read_best(os.path.dirname(checkpoint))
     shipped = os.path.join(run_dir, "checkpoints", "best.weights.h5")
     if not position and os.path.realpath(checkpoint) == os.path.realpath(shipped):
-        source = utils.read_json_config(os.path.join(run_dir, "model_config.json")).get("source")
+        source = read_json_config(os.path.join(run_dir, "model_config.json")).get("source")
         position = source if isinstance(source, dict) else {}
     return {key: position[key] for key in ("epoch", "step")
             if isinstance(position.get(key), int) and not isinstance(position[key], bool)}

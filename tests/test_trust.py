@@ -4,10 +4,6 @@ Each class of the issue is tried with inputs built here: crafted pickles (opcode
 where pickle.dumps cannot make them), zip members patched byte by byte, symbolic links and
 FIFOs in run folders, and local HTTP servers on 127.0.0.1. Loads that could crash the
 interpreter or take much memory run in a subprocess, which reports its peak memory.
-
-Tests marked ``xfail(reason="needs seq2seqVAE wiring")`` describe behaviour that lives in
-seq2seqVAE.py (HParams.validate, load_config, load_run); they pass once it calls the
-helpers of utils.py, as the README's "What survives what" lists.
 """
 
 import http.server
@@ -32,6 +28,7 @@ import callbacks
 import seq2seqVAE_sample
 import seq2seqVAE_train
 import utils
+from sketch_rnn import datasets, safe_loading
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("enc_rnn_size=16,dec_rnn_size=32,z_size=8,num_mixture=4,batch_size=20,"
@@ -331,7 +328,7 @@ def test_real_files_load_with_memory_close_to_their_size(shared_datasets):
 def test_memory_error_while_loading_is_one_line(tmp_path, monkeypatch, shared_datasets):
     def exhausted(*args):
         raise MemoryError
-    monkeypatch.setattr(utils, "_read_member", exhausted)
+    monkeypatch.setattr(safe_loading, "_read_member", exhausted)
     with pytest.raises(ValueError, match="not enough memory to load") as error:
         utils.load_npz(shared_datasets / "aaron_sheep.npz")
     one_line(error)
@@ -597,7 +594,7 @@ def test_memory_error_in_training_is_one_line(tmp_path, capsys, monkeypatch):
 
     def exhausted(*args, **kwargs):
         raise MemoryError
-    monkeypatch.setattr(utils, "load_npz", exhausted)  # what every data set loader reads with
+    monkeypatch.setattr(datasets, "load_npz", exhausted)  # what every data set loader reads with
     code, _, err = train_main(capsys, f"--data_dir={data_dir}", "--data_set=sketches",
                               f"--experiment_dir={tmp_path / 'run'}", f"--hparams={TINY}")
     assert_one_line_error(code, err, "out of memory")
@@ -802,7 +799,7 @@ def test_data_set_and_scale_factor_checks(tmp_path):
             utils.check_scale_factor(value, "cfg")
 
 
-# ---- what seq2seqVAE.py must call (xfail until it does) ----
+# ---- run configs: hparams, config files, run folders ----
 
 
 def write_config(run_dir, **changes):

@@ -6,7 +6,7 @@ TensorFlow cannot read is one line naming it.
 
 import tensorflow as tf
 
-import utils
+from sketch_rnn.files import first_line
 
 
 def open_checkpoint(prefix):
@@ -35,4 +35,4 @@ def open_checkpoint(prefix):
 
 
 def _reason(err):
-    return utils.first_line(err.message if isinstance(err, tf.errors.OpError) else err)
+    return first_line(err.message if isinstance(err, tf.errors.OpError) else err)
