@@ -90,7 +90,7 @@ def parse_args(argv=None):
     parser.add_argument("--run_dir", help="a run folder of this project to export")
     parser.add_argument("--checkpoint", default=None,
                         help="the weights file of --run_dir to export (default: its best)")
-    parser.add_argument("--data_dir", default="datasets",
+    parser.add_argument("--data_dir", default=None,
                         help="folder of the run's .npz data sets (default: datasets)")
     add_magenta_arguments(parser)
     add_magenta_js_arguments(parser)
@@ -148,9 +148,12 @@ def run_share(args):
     result = share_run_folder(args.run_dir, args.share, checkpoint=args.checkpoint,
                               float16=args.float16, force=args.force)
     kind = "float16" if args.float16 else "float32"
+    names = {os.path.join("logs", "training_log.csv"): "training log",
+             "test_losses.json": "test losses"}
+    copied = ["config"] + [names[inside] for inside in result["files"]]
+    with_ = " and ".join([", ".join(copied[:-1]), copied[-1]] if len(copied) > 1 else copied)
     lines = [f"{args.share}: {result['checkpoint']} without the optimizer state, {kind} "
-             f"({result['bytes'] / 1e6:.1f} MB), with the run's config, training log and test "
-             "losses"]
+             f"({result['bytes'] / 1e6:.1f} MB), with the run's {with_}"]
     if args.float16:
         lines.append(f"largest weight change from float16 rounding: {result['max_change']:.2e}")
     return lines
@@ -162,12 +165,12 @@ def run_magenta(args):
 
     data_sets = [name.strip() for name in args.data_set.split(",")] if args.data_set else None
     result = import_magenta_checkpoint(args.from_magenta, args.to, scale_factor=args.scale_factor,
-                                       data_dir=args.data_dir, data_sets=data_sets,
+                                       data_dir=args.data_dir or "datasets", data_sets=data_sets,
                                        overrides=args.hparams, force=args.force)
     hps = result["hps"]
     model = (f"encoder {hps.enc_model} {hps.enc_rnn_size}, z {hps.z_size}, decoder "
              if hps.conditional else "decoder-only ")
-    return [f"{args.to}: imported {result['checkpoint']} (step {result['global_step']}; "
+    return [f"{args.to}: imported {result['checkpoint']} (global step {result['global_step']}; "
             f"{model}{hps.dec_model} {hps.dec_rnn_size}, "
             f"{hps.num_mixture} Gaussians; scale factor {result['scale_factor']:.6g}, "
             f"data set {','.join(result['data_sets'])})"]
@@ -186,7 +189,7 @@ def run_magenta_js(args):
                          "from zeros, as @magenta/sketch's zeroState()")
         return lines
     result = magenta_js.export_magenta_js(args.run_dir, args.to_magenta_js, z_from=args.z_from,
-                                          z_seed=args.z_seed, data_dir=args.data_dir,
+                                          z_seed=args.z_seed, data_dir=args.data_dir or "datasets",
                                           checkpoint=args.checkpoint)
     lines = [f"{args.to_magenta_js}: the decoder of {args.run_dir} in the magenta.js format "
              f"(largest weight change from quantisation {result['max_quantisation_error']:.2e})"]
@@ -201,6 +204,22 @@ MODES = (("from_magenta", check_magenta_arguments, run_magenta),
          ("from_magenta_js", check_magenta_js_arguments, run_magenta_js),
          ("to_magenta_js", check_magenta_js_arguments, run_magenta_js),
          ("share", check_share_arguments, run_share))
+# The flags each conversion reads besides its own; any other one given would do nothing.
+USES = {"from_magenta": ("to", "force", "scale_factor", "data_set", "hparams", "data_dir"),
+        "from_magenta_js": ("to", "force"),
+        "to_magenta_js": ("run_dir", "checkpoint", "z_from", "z_seed", "data_dir", "force"),
+        "share": ("run_dir", "checkpoint", "float16", "force")}
+OPTIONS = ("to", "force", "run_dir", "checkpoint", "data_dir", "scale_factor", "data_set",
+           "hparams", "z_from", "z_seed", "float16")
+
+
+def check_unused_flags(args, mode):
+    """One line for a flag given that the conversion `mode` would not read."""
+    for flag in OPTIONS:
+        if getattr(args, flag) not in (None, False, "") and flag not in USES[mode]:
+            advice = (" (give the checkpoint prefix DIR/vector-N as --from_magenta)"
+                      if (mode, flag) == ("from_magenta", "checkpoint") else "")
+            raise ValueError(f"--{flag} does nothing with --{mode}{advice}")
 
 
 def main(argv=None):
@@ -215,6 +234,7 @@ def main(argv=None):
                              "CKPT_DIR --to RUN_DIR, --from_magenta_js MODEL.json --to RUN_DIR, "
                              "--run_dir RUN_DIR --to_magenta_js OUT.json, or --run_dir RUN_DIR "
                              "--share OUT_DIR")
+        check_unused_flags(args, chosen[0][0])
         quiet_tensorflow()  # the flags are fine: now Keras, without TensorFlow's start-up lines
         lines = chosen[0][1](args)
     except (ValueError, OSError, RuntimeError) as err:

@@ -653,8 +653,11 @@ def default_checkpoint(run_dir):
         return best
     found = list_checkpoints(folder)
     if not found:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint to draw with (expected "
-                                "checkpoints/best.weights.h5 or checkpoints/ckpt-*.weights.h5)")
+        official = os.path.isdir(run_dir) and any(name.endswith(".index") for name in os.listdir(run_dir))
+        hint = ("; an official Magenta run folder? import it with convert_model.py --from_magenta "
+                f"{run_dir} --to RUN_DIR" if official else "")
+        raise FileNotFoundError(f"{run_dir}: no checkpoint (expected checkpoints/best.weights.h5 "
+                                f"or checkpoints/ckpt-*.weights.h5){hint}")
     return found[-1][2]
 
 

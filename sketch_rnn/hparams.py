@@ -195,8 +195,18 @@ class HParams:
         return self.conditional and self.kl_weight > 0
 
 
+# The official code's hparams that are not hparams here, and what takes their place.
+OFFICIAL_ONLY = {
+    "num_steps": "the official training loop's length; here it is epochs (and steps_per_epoch)",
+    "data_set": "a flag here: --data_set",
+    "is_training": "not a setting here: training and drawing use the same model",
+}
+
+
 def _check_key(key, source):
     names = [f.name for f in dataclasses.fields(HParams)]
+    if key in OFFICIAL_ONLY:
+        raise ValueError(f"{source}: '{key}' is not an hparam here ({OFFICIAL_ONLY[key]})")
     if key not in names:
         close = difflib.get_close_matches(key, names, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -224,9 +234,17 @@ def load_config(run_dir):
         FileNotFoundError / ValueError: naming the file, for a missing or malformed config.
     """
     path = os.path.join(run_dir, "model_config.json")
+    if os.path.isfile(run_dir):
+        hint = (" (a magenta.js model? import it with convert_model.py --from_magenta_js "
+                f"{run_dir} --to RUN_DIR)" if run_dir.lower().endswith(".json") else "")
+        raise ValueError(f"{run_dir} is a file, not a run folder{hint}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no model_config.json in this run folder")
     config = read_json_config(path)  # one line for non-UTF-8, too deep, not an object
+    if "hparams" not in config and "dec_rnn_size" in config:
+        raise ValueError(f"{path}: the official Magenta code's hparams, not a run folder of this "
+                         f"project; import it with convert_model.py --from_magenta {run_dir} "
+                         "--to RUN_DIR")
     try:
         hps = HParams.from_dict(config["hparams"], source=path)
     except (KeyError, TypeError, AttributeError) as err:

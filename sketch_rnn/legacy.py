@@ -21,6 +21,25 @@ OLD = "sketch_lstm"  # the entry names of the former layer class
 NEW = "recurrent"
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def check_weights_file(path):
+    """ValueError in one line (the reason, without the path) unless `path` is an HDF5 file, as
+    Keras's .weights.h5 files are; it names the command that imports the other formats."""
+    with open(path, "rb") as f:
+        if f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+            return
+    name = os.path.basename(path).lower()
+    hint = ""
+    if name.endswith(".json"):
+        hint = "; a magenta.js model? import it with convert_model.py --from_magenta_js"
+    elif ".index" in name or ".data-" in name or name.endswith(".meta"):
+        hint = ("; an official TensorFlow 1 checkpoint? import its run folder with "
+                "convert_model.py --from_magenta")
+    raise ValueError(f"not a Keras weights file (.weights.h5, HDF5){hint}")
+
+
 def needs_conversion(path):
     """True for a weights file written before the cells (it has a `sketch_lstm` entry)."""
     import h5py
@@ -55,6 +74,7 @@ def load_weights(model, path):
     Keras warns about each part of a file that does not fit before it raises; those warnings
     are dropped when it raises (the error says it in one line) and kept when the load works.
     """
+    check_weights_file(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if not needs_conversion(path):

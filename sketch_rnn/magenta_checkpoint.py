@@ -46,7 +46,8 @@ ADAM_SLOT = re.compile(r"^(?P<variable>.+)/Adam(_\d+)?$")
 
 
 def official_hparams(config, source):
-    """Our HParams and data set names from an official model_config.json's dict.
+    """Our HParams and the data set entries (without .npz) of an official model_config.json's
+    dict; the entries are checked by `check_official_data_sets` unless --data_set replaces them.
 
     Raises:
         ValueError: naming `source` and the key, for an hparam we do not know or a value our
@@ -75,9 +76,20 @@ def official_hparams(config, source):
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ValueError(f"{source}: 'data_set' must be a file name or a list of them, got "
                          f"{str(names)[:80]}")
-    data_sets = [name.removesuffix(".npz") for name in names]
-    check_data_set_names(data_sets, None, source)
-    return hps, data_sets
+    return hps, [name.removesuffix(".npz") for name in names]
+
+
+def check_official_data_sets(data_sets, source):
+    """`data_sets` of an official config, checked as names; one line naming `source` if not.
+
+    Magenta joins its data_dir with each entry, so an official config may name a file in a
+    sub-folder ('quickdraw/cat.npz'); here a data set is a bare name in --data_dir.
+    """
+    for name in data_sets:
+        if "/" in name or "\\" in name:
+            raise ValueError(f"{source}: data_set '{name}' names a file in a folder; give the "
+                             "data set's name with --data_set (and its folder with --data_dir)")
+    return check_data_set_names(data_sets, None, source)
 
 
 def find_checkpoint(path):
@@ -102,12 +114,17 @@ def find_checkpoint(path):
         if not match:
             raise ValueError(f"{state}: names no model_checkpoint_path")
         named = match.group(1)
-        for prefix in (os.path.join(path, named), os.path.join(path, os.path.basename(named))):
+        # The file's own name: the path may be another machine's, Windows' included (its
+        # separators doubled by the text format's escaping).
+        base = re.split(r"[\\/]", named)[-1]
+        for prefix in (os.path.join(path, named), os.path.join(path, base)):
             if os.path.isfile(prefix + ".index"):
                 return prefix
-        raise FileNotFoundError(f"{state}: names {named}, but there is no "
-                                f"{os.path.basename(named)}.index in {path}")
+        raise FileNotFoundError(f"{state}: names {named}, but there is no {base}.index in {path}")
     indexes = sorted(name for name in os.listdir(path) if name.endswith(".index"))
+    if not indexes and os.path.isdir(os.path.join(path, "checkpoints")):
+        raise ValueError(f"{path}: a run folder of this project, not an official one; the "
+                         "commands and load_run open it as it is")
     if len(indexes) != 1:
         found = f"{len(indexes)} .index files" if indexes else "no .index file"
         raise FileNotFoundError(f"{path}: no 'checkpoint' file and {found}; give the checkpoint's "
@@ -189,8 +206,10 @@ def import_magenta_checkpoint(path, run_dir, scale_factor=None, data_dir="datase
     config = read_json_file(config_path)
     hps, official_data_sets = official_hparams(config, config_path)
     hps = _apply_overrides(hps, overrides)
-    data_sets = list(data_sets) if data_sets else official_data_sets
-    check_data_set_names(data_sets, None, "--data_set")
+    if data_sets:  # given instead of the official config's, which need not be names here
+        data_sets = check_data_set_names(list(data_sets), None, "--data_set")
+    else:
+        data_sets = check_official_data_sets(official_data_sets, config_path)
     variables, step = read_checkpoint_variables(prefix)
     if scale_factor is None:
         scale_factor = data_scale_factor(data_dir, data_sets, hps.max_seq_len)
@@ -199,7 +218,8 @@ def import_magenta_checkpoint(path, run_dir, scale_factor=None, data_dir="datase
     assign_official_weights(model, variables)
     source = {"format": "magenta checkpoint", "checkpoint": os.path.abspath(prefix),
               "global_step": step, "official_hparams": config}
-    write_run_folder(run_dir, model, scale_factor, data_sets, source, force=force)
+    write_run_folder(run_dir, model, scale_factor, data_sets, source, force=force,
+                     reads=[prefix + ".index", config_path])
     return {"hps": hps, "data_sets": data_sets, "scale_factor": scale_factor,
             "checkpoint": prefix, "global_step": step}
 

@@ -146,8 +146,10 @@ def from_magenta_js(value, source):
     if not isinstance(info, dict):
         raise wrong("its first entry, info, must be an object")
     if not (isinstance(dims, list) and isinstance(blobs, list) and len(dims) == len(blobs) == 5):
+        def count(entry, what):
+            return f"{len(entry)} {what}" if isinstance(entry, list) else f"no list of {what}"
         raise wrong("expected the dims and base64 weights of 5 tensors (a decoder-only 'gen' "
-                    f"model), got {len(dims) if isinstance(dims, list) else 'no'} dims")
+                    f"model), got {count(dims, 'dims')} and {count(blobs, 'weights')}")
     for d, name in zip(dims, BLOB_NAMES):
         if not (isinstance(d, list) and d and all(isinstance(n, int) and not isinstance(n, bool)
                                                   and 0 < n <= 1 << 20 for n in d)):
@@ -329,6 +331,8 @@ def import_magenta_js(json_path, run_dir, force=False):
 
     scale_factor = check_scale_factor(info.get("scale_factor"), f"{json_path}: info")
     max_seq_len = info.get("max_seq_len", 250)
+    if isinstance(max_seq_len, float) and max_seq_len.is_integer():
+        max_seq_len = int(max_seq_len)  # JavaScript has one number type: 250.0 is 250
     units = weights["recurrent_kernel"].shape[0]
     try:
         hps = HParams.from_dict({"conditional": False, "dec_model": "lstm", "dec_rnn_size": units,
@@ -340,5 +344,5 @@ def import_magenta_js(json_path, run_dir, force=False):
     set_decoder_weights(model, weights)
     write_run_folder(run_dir, model, scale_factor, _data_set_names(info, json_path),
                      source=f"imported from the magenta.js model {os.path.basename(json_path)}",
-                     force=force)
+                     force=force, reads=[json_path])
     return hps, info

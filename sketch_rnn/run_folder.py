@@ -14,12 +14,14 @@ from sketch_rnn.files import check_scale_factor, read_json_config, refuse_link
 
 
 def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=False, config=None,
-                     float16=False, files=(), flag="--to"):
+                     float16=False, files=(), flag="--to", reads=()):
     """Writes `run_dir`: model_config.json and checkpoints/best.weights.h5, all or nothing.
 
     The folder is written beside `run_dir` under a temporary name and renamed into place,
     so `run_dir` never holds half a run. An existing `run_dir` must be an empty folder,
-    unless `force`, which replaces it (the old folder is renamed away, then deleted).
+    unless `force`, which replaces a run folder (one with a model_config.json; the old
+    folder is renamed away, then deleted). A `run_dir` that is, or holds, a file or folder
+    the conversion reads is refused, with or without `force`.
 
     Args:
         run_dir: the folder to write.
@@ -33,6 +35,7 @@ def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=Fals
         float16: store the weights as float16 (half the size; see `to_float16`).
         files: (source path, path inside run_dir) pairs of files to copy in as well.
         flag: the command's flag for run_dir, which the errors name.
+        reads: paths of the files and folders the conversion reads (its input).
 
     Returns:
         the largest absolute change of a weight from float16 rounding (0.0 without float16).
@@ -45,12 +48,16 @@ def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=Fals
 
     run_dir = os.path.abspath(run_dir)
     refuse_link(run_dir, flag)
+    check_output_folder(run_dir, reads, flag)
     if os.path.exists(run_dir):
         if not os.path.isdir(run_dir):
             raise ValueError(f"{flag}: {run_dir} exists and is not a folder")
         if os.listdir(run_dir) and not force:
             raise ValueError(f"{flag}: {run_dir} is not empty; choose a new folder or replace it "
                              "with --force")
+        if os.listdir(run_dir) and not os.path.isfile(os.path.join(run_dir, "model_config.json")):
+            raise ValueError(f"{flag}: {run_dir} is not a run folder (no model_config.json); "
+                             "--force replaces only a run folder: choose a new folder")
     scale_factor = check_scale_factor(scale_factor, "scale factor")
     data_sets = check_data_set_names(list(data_sets), None, "data sets")
     parent, name = os.path.split(run_dir)
@@ -85,6 +92,17 @@ def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=Fals
         if os.path.lexists(staging):
             shutil.rmtree(staging)
     return max_change
+
+
+def check_output_folder(out_dir, reads, flag):
+    """One line naming `flag` if the folder `out_dir` is, or holds, one of the paths `reads`
+    (replacing it would delete the conversion's own input)."""
+    out_dir = os.path.realpath(out_dir)
+    for path in reads:
+        path = os.path.realpath(path)
+        if os.path.commonpath([out_dir, path]) == out_dir:
+            what = "is" if path == out_dir else "holds"
+            raise ValueError(f"{flag}: {out_dir} {what} the input {path}; choose a folder outside it")
 
 
 def _replace_folder(new, target):
@@ -149,17 +167,18 @@ def share_run_folder(run_dir, out_dir, checkpoint=None, float16=False, force=Fal
 
     The weights (by default the run's best) without the optimizer state, as float16 with
     `float16`; model_config.json with a `source` entry naming the run, the weights and
-    their epoch and step; the training log and the test losses, if the run has them.
+    their epoch and step (and, as `origin`, the run's own `source` if it was imported or
+    shared); the training log and the test losses, if the run has them.
 
     Returns:
         dict: `checkpoint` (the weights file read), `bytes` (the new weights file's size),
-        `max_change` (largest absolute change of a weight; 0 without float16).
+        `max_change` (largest absolute change of a weight; 0 without float16), `files` (the
+        log and losses files copied, as paths inside the run folder).
     """
     from sketch_rnn.drawing import default_checkpoint, load_run
     from sketch_rnn.hparams import load_config
 
-    if os.path.realpath(out_dir) == os.path.realpath(run_dir):
-        raise ValueError(f"--share: {out_dir} is the run folder itself; choose a new folder")
+    check_output_folder(out_dir, [run_dir] + ([checkpoint] if checkpoint else []), "--share")
     _, config = load_config(run_dir)
     checkpoint = checkpoint or default_checkpoint(run_dir)
     drawer = load_run(run_dir, checkpoint)
@@ -168,15 +187,18 @@ def share_run_folder(run_dir, out_dir, checkpoint=None, float16=False, force=Fal
               "weights": os.path.basename(checkpoint),
               "float16": bool(float16)}
     source.update(checkpoint_position(run_dir, checkpoint))
+    if "source" in config:  # the run was imported or shared itself: say where it came from
+        source["origin"] = config["source"]
     files = [(os.path.join(run_dir, inside), inside)
              for inside in (os.path.join("logs", "training_log.csv"), "test_losses.json")
              if os.path.isfile(os.path.join(run_dir, inside))]
     kept = {k: v for k, v in config.items() if k != "source"}
     max_change = write_run_folder(out_dir, drawer.model, drawer.scale_factor, drawer.data_sets,
                                   source, force=force, config=kept, float16=float16, files=files,
-                                  flag="--share")
+                                  flag="--share", reads=[run_dir, checkpoint])
     weights = os.path.join(out_dir, "checkpoints", "best.weights.h5")
-    return {"checkpoint": checkpoint, "bytes": os.path.getsize(weights), "max_change": max_change}
+    return {"checkpoint": checkpoint, "bytes": os.path.getsize(weights), "max_change": max_change,
+            "files": [inside for _, inside in files]}
 
 
 def checkpoint_position(run_dir, checkpoint):

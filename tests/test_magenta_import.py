@@ -211,7 +211,8 @@ def test_the_untampered_copy_converts(tmp_path):
     (lambda c: {**c, "attention": True}, ["unknown official hparam 'attention'"]),
     (lambda c: list(c), ["holds a list of hparam names, not their values"]),
     (lambda c: {**c, "dec_model": "gru"}, ["'dec_model' must be one of lstm, layer_norm, hyper"]),
-    (lambda c: {**c, "data_set": ["../../etc/passwd"]}, ["is not a data set name"]),
+    (lambda c: {**c, "data_set": ["../../etc/passwd"]}, ["names a file in a folder"]),
+    (lambda c: {**c, "data_set": [".."]}, ["is not a data set name"]),
 ])
 def test_an_official_config_we_cannot_represent_is_refused(change, expected, tmp_path, capsys):
     source = tmp_path / "official"
@@ -234,14 +235,84 @@ def test_hparams_of_the_official_model_cannot_be_overridden(tmp_path, capsys):
 
 def test_an_existing_run_folder_is_replaced_only_with_force(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "notes.txt").write_text("mine")
+    assert convert(FIXTURES / "lstm", run_dir, "--scale_factor", "18.5") == 0
+    first = (run_dir / "checkpoints" / "best.weights.h5").read_bytes()
     code = convert(FIXTURES / "decoder_only", run_dir, "--scale_factor", "18.5")
     assert_refused(capsys, code, "is not empty", "--force")
-    assert os.listdir(run_dir) == ["notes.txt"]
+    assert (run_dir / "checkpoints" / "best.weights.h5").read_bytes() == first
     assert convert(FIXTURES / "decoder_only", run_dir, "--scale_factor", "18.5", "--force") == 0
     assert sorted(os.listdir(run_dir)) == ["checkpoints", "model_config.json"]
+    assert not json.loads((run_dir / "model_config.json").read_text())["hparams"]["conditional"]
     assert sorted(os.listdir(tmp_path)) == ["run"]  # the old folder is gone, no leftovers
+
+
+def test_force_replaces_only_a_run_folder_and_never_the_input(tmp_path, capsys):
+    # A folder that is not a run folder (no model_config.json) is not replaced, --force or not.
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    code = convert(FIXTURES / "decoder_only", notes, "--scale_factor", "18.5", "--force")
+    assert_refused(capsys, code, "is not a run folder (no model_config.json)")
+    assert os.listdir(notes) == ["notes.txt"]
+    # The official folder itself, or a folder holding it, would delete the input.
+    source = tmp_path / "runs" / "official"
+    shutil.copytree(FIXTURES / "lstm", source)
+    before = sorted(os.listdir(source))
+    for target in (source, tmp_path / "runs"):
+        code = convert(source, target, "--scale_factor", "18.5", "--force")
+        assert_refused(capsys, code, f"holds the input {source / 'vector-30.index'}")
+        assert sorted(os.listdir(source)) == before
+    code = convert(source / "vector-30", source, "--scale_factor", "18.5", "--force")  # a prefix
+    assert_refused(capsys, code, "holds the input")
+    assert sorted(os.listdir(source)) == before
+
+
+def test_data_set_replaces_official_entries_that_are_not_names(tmp_path, capsys):
+    # Magenta joins its data_dir with each entry: a file in a sub-folder is a valid official config.
+    source = tmp_path / "official"
+    shutil.copytree(FIXTURES / "decoder_only", source)
+    config = json.loads((source / "model_config.json").read_text())
+    (source / "model_config.json").write_text(json.dumps({**config, "data_set": ["quickdraw/cat.npz"]}))
+    code = convert(source, tmp_path / "refused", "--scale_factor", "18.5")
+    assert_refused(capsys, code, "'quickdraw/cat' names a file in a folder", "--data_set")
+    assert convert(source, tmp_path / "run", "--scale_factor", "18.5", "--data_set", "cat") == 0
+    assert json.loads((tmp_path / "run" / "model_config.json").read_text())["data_set"] == ["cat"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--checkpoint", "x.weights.h5"], "--checkpoint does nothing with --from_magenta (give the "
+                                       "checkpoint prefix DIR/vector-N as --from_magenta)"),
+    (["--z_from", "3"], "--z_from does nothing with --from_magenta"),
+    (["--float16"], "--float16 is a flag of --share"),
+])
+def test_flags_an_import_does_not_read_are_refused(argv, message, tmp_path, capsys):
+    code = convert(FIXTURES / "lstm", tmp_path / "run", "--scale_factor", "18.5", *argv)
+    assert_refused(capsys, code, message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_of_ours_is_not_taken_for_an_official_one(converted, tmp_path, capsys):
+    code = convert(converted("lstm"), tmp_path / "run")
+    assert_refused(capsys, code, "a run folder of this project, not an official one")
+
+
+def test_the_official_folder_given_where_a_run_folder_goes_says_to_import_it(capsys, tmp_path):
+    from sketch_rnn.drawing import default_checkpoint
+    from sketch_rnn.hparams import load_config
+
+    with pytest.raises(ValueError, match="the official Magenta code's hparams.*--from_magenta"):
+        load_config(str(FIXTURES / "lstm"))
+    with pytest.raises(FileNotFoundError, match="no checkpoint.*official Magenta run folder"):
+        default_checkpoint(str(FIXTURES / "lstm"))
+    code = seq2seqVAE_sample.main([f"--run_dir={FIXTURES / 'lstm'}", f"--output_dir={tmp_path}"])
+    assert_refused(capsys, code, "convert_model.py --from_magenta")
+
+
+def test_an_official_checkpoint_file_given_as_weights_says_to_import_it(converted, tmp_path, capsys):
+    code = seq2seqVAE_sample.main([f"--run_dir={converted('lstm')}", f"--output_dir={tmp_path}",
+                                   f"--checkpoint={FIXTURES / 'lstm' / 'vector-30.index'}"])
+    assert_refused(capsys, code, "not a Keras weights file",
+                   "an official TensorFlow 1 checkpoint? import its run folder")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped byte"])
@@ -270,6 +341,9 @@ def test_the_checkpoint_is_found_where_the_checkpoint_file_says_or_beside_it(tmp
     # As Magenta's trainer writes it: an absolute path, here from another machine.
     (source / "checkpoint").write_text('model_checkpoint_path: "/home/someone/sheep/vector-30"\n'
                                        'all_model_checkpoint_paths: "/home/someone/sheep/vector-30"\n')
+    assert find_checkpoint(str(source)) == str(source / "vector-30")
+    # Written on Windows: the file's name is the last part of a backslash path.
+    (source / "checkpoint").write_text('model_checkpoint_path: "C:\\\\Users\\\\me\\\\vector-30"\n')
     assert find_checkpoint(str(source)) == str(source / "vector-30")
     (source / "checkpoint").unlink()  # then the folder's one .index file
     assert find_checkpoint(str(source)) == str(source / "vector-30")

@@ -378,7 +378,9 @@ def damage(edit):
     (lambda: "{not json", "not JSON"),
     (lambda: '{"a": 1}', "expected a JSON array [info, dims, weights]"),
     (lambda: damage(lambda v: v.__setitem__(0, [])), "info, must be an object"),
-    (lambda: damage(lambda v: v[1].append([4])), "dims and base64 weights of 5 tensors"),
+    (lambda: damage(lambda v: v[1].append([4])), "5 tensors (a decoder-only 'gen' model), got 6 "
+                                                  "dims and 5 weights"),
+    (lambda: damage(lambda v: v[2].pop()), "got 5 dims and 4 weights"),
     (lambda: damage(lambda v: v[1].__setitem__(0, [4, 60])), "output kernel has dims [4, 60]"),
     (lambda: damage(lambda v: v[1].__setitem__(2, "x")), "LSTM input kernel must be a list"),
     (lambda: damage(lambda v: v[2].__setitem__(4, "@@@")), "LSTM bias: not valid base64"),
@@ -386,8 +388,8 @@ def damage(edit):
     (lambda: damage(lambda v: v[0].pop("scale_factor")), "'scale_factor' must be a positive number"),
     (lambda: damage(lambda v: v[0].update(max_seq_len=-3)), "max_seq_len' must be > 0"),
     (lambda: "[" * 100000 + "]" * 100000, "not JSON"),
-], ids=["not json", "not a list", "info", "six tensors", "dims", "dims type", "base64", "length",
-        "scale factor", "max_seq_len", "deep nesting"])
+], ids=["not json", "not a list", "info", "six tensors", "four weights", "dims", "dims type",
+        "base64", "length", "scale factor", "max_seq_len", "deep nesting"])
 def test_bad_model_files_are_one_line_naming_the_file(make_text, fragment, tmp_path, capsys):
     path = tmp_path / "bad.gen.json"
     path.write_text(make_text())
@@ -403,11 +405,34 @@ def test_import_into_a_folder_holding_a_run_is_refused(tiny_run, capsys):
     assert "is not empty" in capsys.readouterr().err
 
 
+def test_import_into_the_folder_holding_the_file_is_refused_even_with_force(tmp_path, capsys):
+    path = tmp_path / "owl.gen.json"
+    text = json.dumps(good_value())
+    path.write_text(text)
+    (tmp_path / "model_config.json").write_text("{}")  # looks like a run folder: --force would replace it
+    assert convert_model.main(["--from_magenta_js", str(path), "--to", str(tmp_path), "--force"]) == 2
+    assert f"--to: {tmp_path} holds the input {path}" in capsys.readouterr().err
+    assert path.read_text() == text
+
+
+def test_a_whole_max_seq_len_written_as_a_float_is_taken(tmp_path):
+    value = good_value()
+    value[0]["max_seq_len"] = 120.0  # JavaScript writes numbers so
+    path = tmp_path / "owl.gen.json"
+    path.write_text(json.dumps(value))
+    hps, _ = magenta_js.import_magenta_js(str(path), str(tmp_path / "run"))
+    assert hps.max_seq_len == 120 and isinstance(hps.max_seq_len, int)
+
+
 @pytest.mark.parametrize("args, fragment", [
     ([], "give exactly one conversion"),
     (["--from_magenta_js", "a.json"], "--to"),
     (["--to_magenta_js", "a.json"], "--run_dir"),
     (["--from_magenta_js", "a.json", "--to_magenta_js", "b.json", "--to", "r"], "one conversion"),
+    (["--from_magenta_js", "a.json", "--to", "r", "--checkpoint", "c.h5"],
+     "--checkpoint does nothing with --from_magenta_js"),
+    (["--run_dir", "r", "--to_magenta_js", "b.json", "--hparams", "seed=1"],
+     "--hparams does nothing with --to_magenta_js"),
 ])
 def test_flags_that_make_no_conversion_are_one_line(args, fragment, capsys):
     assert convert_model.main(args) == 2
@@ -435,3 +460,18 @@ def test_imported_names_fall_back_to_the_file_name(tmp_path):
     assert json.loads((tmp_path / "run" / "model_config.json").read_text())["data_set"] == ["owl"]
     hps = load_run(str(tmp_path / "run"), jit_compile=False).hps
     assert dataclasses.asdict(hps)["max_seq_len"] == 250  # the file names none
+
+
+def test_a_model_file_given_where_a_run_folder_or_weights_go_says_to_import_it(tmp_path, capsys):
+    import seq2seqVAE_sample
+
+    path = tmp_path / "owl.gen.json"
+    path.write_text(json.dumps(good_value()))
+    with pytest.raises(ValueError, match="is a file, not a run folder .*--from_magenta_js"):
+        load_run(str(path))
+    code = seq2seqVAE_sample.main([f"--run_dir={SHEEP}", f"--checkpoint={path}",
+                                   f"--output_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "not a Keras weights file (.weights.h5, HDF5); a magenta.js model? import it" in err
+

@@ -222,6 +222,11 @@ def test_hparams_parse_types_and_errors():
         7, 0.01, False, True)
     with pytest.raises(ValueError, match="unknown hparam 'batch_szie'.*did you mean 'batch_size'"):
         HParams.parse("batch_szie=10")
+    # The official code's training-loop settings say what takes their place here.
+    with pytest.raises(ValueError, match="'num_steps' is not an hparam here .*epochs"):
+        HParams.parse("num_steps=1000")
+    with pytest.raises(ValueError, match="'data_set' is not an hparam here .*--data_set"):
+        HParams.parse("data_set=cat")
     with pytest.raises(ValueError, match="'batch_size' expects int, got 'ten'"):
         HParams.parse("batch_size=ten")
     with pytest.raises(ValueError, match="'conditional' expects bool"):

@@ -135,6 +135,9 @@ def test_share_of_a_named_checkpoint_says_which(trained_run, tmp_path):
     (["--share=OUT"], "--share: give the trained run folder with --run_dir"),
     (["--run_dir=RUN", "--share=OUT", "--to=X"], "--share: the new folder is --share's value"),
     (["--run_dir=RUN", "--float16", "--to_magenta_js=x.json"], "--float16 is a flag of --share"),
+    (["--run_dir=RUN", "--share=OUT", "--z_seed=4"], "--z_seed does nothing with --share"),
+    (["--run_dir=RUN", "--share=OUT", "--hparams=seed=3"], "--hparams does nothing with --share"),
+    (["--run_dir=RUN", "--share=OUT", "--data_dir=d"], "--data_dir does nothing with --share"),
 ])
 def test_share_flag_mistakes_are_one_line_errors(argv, message, capsys):
     assert convert_model.main(argv) == 2
@@ -150,8 +153,34 @@ def test_share_refuses_a_folder_that_is_not_empty_and_the_run_itself(trained_run
     assert convert_model.main([f"--run_dir={run}", f"--share={out}"]) == 2
     assert "--share:" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
     assert convert_model.main([f"--run_dir={run}", f"--share={run}", "--force"]) == 2
-    assert "the run folder itself" in capsys.readouterr().err
+    assert f"--share: {run} is the input" in capsys.readouterr().err
     assert (run / "checkpoints" / "best.json").exists()
+    # The folder of runs that holds it: --force would have deleted the run and its neighbours.
+    (tmp_path / "notes.txt").write_text("mine")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert convert_model.main([f"--run_dir={run}", f"--share={tmp_path}", "--force"]) == 2
+    assert f"--share: {tmp_path} holds the input {run}" in capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    # --force replaces a run folder, not a folder of other things.
+    assert convert_model.main([f"--run_dir={run}", f"--share={out}", "--force"]) == 2
+    assert "is not a run folder (no model_config.json)" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_share_says_which_files_it_copied_and_keeps_an_imported_runs_source(trained_run, tmp_path,
+                                                                            capsys):
+    run, _ = trained_run
+    (run / "test_losses.json").unlink()
+    config = json.loads((run / "model_config.json").read_text())
+    origin = {"format": "magenta checkpoint", "global_step": 31}
+    (run / "model_config.json").write_text(json.dumps({**config, "source": origin}))
+    assert convert_model.main([f"--run_dir={run}", f"--share={tmp_path / 'a'}"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith(
+        "with the run's config and training log")
+    assert json.loads((tmp_path / "a" / "model_config.json").read_text())["source"]["origin"] == origin
+    (run / "logs" / "training_log.csv").unlink()
+    assert convert_model.main([f"--run_dir={run}", f"--share={tmp_path / 'b'}"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("with the run's config")
 
 
 def test_weights_beyond_float16_range_are_refused(trained_run, tmp_path, capsys):
