@@ -385,7 +385,8 @@ def read_prefixes(args, scale_factor, prefix_file=None, test=None, indices=None)
         strokes = int(np.sum(test[index][:, 2] == 1))
         count = args.prefix_strokes or max(1, -(-strokes // 2))
         if count >= strokes:
-            print(f"warning: test sketch {index} has {strokes} strokes, so its prefix is the "
+            print(f"warning: test sketch {index} has {strokes} stroke{'s' if strokes != 1 else ''}, "
+                  "so its prefix is the "
                   f"whole sketch and there is nothing to complete; ask for fewer with "
                   f"--prefix_strokes", file=sys.stderr)
         prefix = utils.first_strokes(test[index], count)
@@ -401,6 +402,9 @@ def parse_indices(args, available):
     if args.indices is None:
         indices = {"reconstruct": list(range(min(args.count, available))), "interpolate": [0, 1],
                    "complete": [0]}[args.mode]
+        if args.mode == "reconstruct" and args.count > available:
+            print(f"note: --count={args.count}, but the test split has {available} sketch"
+                  f"{'es' if available != 1 else ''}: reconstructing {len(indices)}", file=sys.stderr)
     else:
         try:
             indices = [int(text) for text in args.indices.split(",")]

@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -391,8 +392,8 @@ def prepare(files, out, settings=Settings(), show_progress=True):
 
 def report(summary, arrays, names, out):
     """The summary printed at the end: files, drawings read, kept per split, dropped and why."""
-    lines = [f"read {summary.read} drawings from {summary.files} file"
-             f"{'s' if summary.files != 1 else ''} ({_size(summary.bytes)})"]
+    lines = [f"read {summary.read} drawing{'s' if summary.read != 1 else ''} from "
+             f"{summary.files} file{'s' if summary.files != 1 else ''} ({_size(summary.bytes)})"]
     if arrays:
         counts = {split: len(arrays[split]) for split in SPLITS}
         dtype = arrays["train"][0].dtype if len(arrays["train"]) else np.dtype(np.int16)
@@ -417,6 +418,7 @@ def report(summary, arrays, names, out):
         if len(summary.bad_files) > SHOWN_PROBLEMS:
             lines.append(f"  ... and {len(summary.bad_files) - SHOWN_PROBLEMS} more")
     if names and len(names) > 1:
+        lines += _classes_missing_from_splits(arrays, names)
         shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
         lines.append(f"{len(names)} classes ({shown}): labels in train_labels, valid_labels, "
                      "test_labels, names in classes")
@@ -425,8 +427,23 @@ def report(summary, arrays, names, out):
     return "\n".join(lines)
 
 
+def _classes_missing_from_splits(arrays, names):
+    """Lines naming the classes with no sketch in valid or test (too few to split), if any."""
+    missing = []
+    for label, name in enumerate(names):
+        absent = [split for split in SPLITS[1:] if not np.any(arrays[f"{split}_labels"] == label)]
+        if absent:
+            count = sum(int(np.sum(arrays[f"{split}_labels"] == label)) for split in SPLITS)
+            missing.append(f"{name} ({count}: none in {' or '.join(absent)})")
+    if not missing:
+        return []
+    shown = ", ".join(missing[:SHOWN_PROBLEMS]) + (", ..." if len(missing) > SHOWN_PROBLEMS else "")
+    return [f"warning: {len(missing)} class{'es' if len(missing) != 1 else ''} too small to be "
+            f"evaluated: {shown}"]
+
+
 def data_set_hint(out):
-    """The training command's flags that read ``out``."""
+    """The training command's flags that read ``out``, quoted for a POSIX shell."""
     out = Path(out)
     folder = out.parent if str(out.parent) else Path(".")
-    return f"--data_dir={folder} --data_set={out.stem}"
+    return f"--data_dir={shlex.quote(str(folder))} --data_set={shlex.quote(out.stem)}"

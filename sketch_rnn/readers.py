@@ -441,7 +441,7 @@ def _check_expansion(path):
 
 
 def svg_shapes(path):
-    """The path segments of every shape of an SVG file, transforms and viewBox applied.
+    """The path segments of every visible shape of an SVG file, transforms and viewBox applied.
 
     Returns:
         list, one per shape (path, polyline, polygon, line, rect, circle, ellipse), of its
@@ -459,8 +459,11 @@ def svg_shapes(path):
         document = se.SVG.parse(str(path))
         if not isinstance(document, se.SVG):
             raise BadFile(f"{path}: not an SVG file: its root element is not <svg>")
+        # svgelements leaves out display:none; visibility (inherited, and a child may set it
+        # back to visible) it resolves onto each shape, and a hidden shape is not drawn.
         return [list(element.segments(transformed=True)) for element in document.elements()
-                if isinstance(element, se.Shape)]
+                if isinstance(element, se.Shape)
+                and element.values.get("visibility") not in ("hidden", "collapse")]
     except BadFile:
         raise
     except ElementTree.ParseError as err:

@@ -105,7 +105,8 @@ def read_sketch(path):
 
     Accepted: a .npy (N, 3) numeric array of (dx, dy, pen_lifted) rows; a .json list of
     [dx, dy, pen_lifted] rows, or a .json list of strokes, each a list of absolute [x, y]
-    points (converted by `strokes_to_stroke3`). Nothing in the file can run code (numpy
+    points (converted by `strokes_to_stroke3`; numbers after y, such as a time, are ignored,
+    as prepare_data.py does). Nothing in the file can run code (numpy
     object arrays are refused).
 
     Raises:
@@ -128,7 +129,7 @@ def read_sketch(path):
             raise ValueError(f"{path}: holds {sketch.dtype} values; {expected}")
     elif suffix == ".json":
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is allowed
                 data = json.load(f)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: not valid JSON ({first_line(err)})") from None
@@ -139,13 +140,16 @@ def read_sketch(path):
         def is_row(item, width):
             return isinstance(item, list) and len(item) == width and all(map(is_number, item))
 
+        def is_point(item):  # [x, y], or [x, y, t, ...] as canvas recorders write: t is ignored
+            return isinstance(item, list) and len(item) >= 2 and all(map(is_number, item))
+
         if not isinstance(data, list) or not data:
             raise ValueError(f"{path}: {expected}")
         if all(is_row(row, 3) for row in data):
             sketch = np.array(data, np.float64)
-        elif all(isinstance(stroke, list) and stroke and all(is_row(p, 2) for p in stroke)
+        elif all(isinstance(stroke, list) and stroke and all(map(is_point, stroke))
                  for stroke in data):
-            sketch = strokes_to_stroke3(data)
+            sketch = strokes_to_stroke3([[p[:2] for p in stroke] for stroke in data])
         else:
             raise ValueError(f"{path}: {expected}")
     else:

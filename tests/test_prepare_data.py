@@ -130,6 +130,7 @@ def test_canvas_json_through_the_whole_pipeline_by_hand(tmp_path, capsys):
     code, out, err = run(capsys, folder, "--out", tmp_path / "d.npz")
     assert code == 0, err
     sketches = all_sketches(official_load(tmp_path / "d.npz"))
+    assert "read 3 drawings from 3 files" in out
     expected = [[0, 0, 0], [64, 85, 1], [212 - 64, 212 - 85, 0], [0, 255 - 212, 1]]
     assert [s.tolist() for s in sketches] == [expected] * 3
     assert all(s.dtype == np.int16 for s in sketches)
@@ -307,6 +308,22 @@ def test_svg_shapes_transforms_and_viewbox_by_hand(tmp_path):
     assert outside(path1, arc[[10000]]) <= tolerance  # through the top, (35, 0) in the file
 
 
+def test_hidden_svg_shapes_are_not_strokes(tmp_path):
+    # Hidden as SVG says: display:none (no child can show it) and visibility hidden or
+    # collapse, inherited unless a child sets visibility back to visible.
+    path = tmp_path / "hidden.svg"
+    path.write_text("""<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 100 100">
+ <g style="visibility:hidden"><line x1="0" y1="0" x2="1" y2="1"/>
+  <line visibility="visible" x1="0" y1="0" x2="2" y2="2"/></g>
+ <g style="display:none"><line x1="0" y1="0" x2="3" y2="3"/>
+  <line style="display:inline" x1="0" y1="0" x2="4" y2="4"/></g>
+ <line visibility="collapse" x1="0" y1="0" x2="5" y2="5"/>
+ <line x1="0" y1="0" x2="6" y2="6"/>
+</svg>""")
+    (drawing,) = readers.read_svg(path, tolerance=0.05, size=0)
+    assert [stroke[-1].tolist() for stroke in drawing.strokes] == [[2, 2], [6, 6]]
+
+
 def test_svg_tolerance_is_in_output_units_and_the_file_converts(tmp_path, capsys):
     path = tmp_path / "circles" / "c.svg"
     path.parent.mkdir()
@@ -347,6 +364,16 @@ def test_json_layouts_and_records(tmp_path, capsys):
     labels = np.concatenate([data[f"{s}_labels"] for s in utils.SPLITS])
     assert sorted(data["classes"][labels].tolist()) == ["many"] * 2 + ["mine"] * 2 + ["thing"]
     assert all(s.dtype == np.int16 for s in all_sketches(data))  # integer values
+    # Classes this small get no sketch in valid or test, each of them said by name.
+    absent = {name: [split for split in ("valid", "test") if not np.any(
+        data["classes"][data[f"{split}_labels"]] == name)] for name in ("many", "mine", "thing")}
+    assert absent["thing"] == ["valid", "test"]
+    warning = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert warning and warning[0].startswith(
+        f"warning: {sum(bool(a) for a in absent.values())} classes too small to be evaluated: ")
+    for name, splits in absent.items():
+        count = int(np.sum(data["classes"][labels] == name))
+        assert (f"{name} ({count}: none in {' or '.join(splits)})" in warning[0]) == bool(splits)
 
     # floats stay floats
     (folder / "float.json").write_text(json.dumps([[[0.5, 0], [3, 4.25], [4, 4], [5, 1]]]))
@@ -678,3 +705,24 @@ def test_the_progress_lines_end_at_100_percent_with_every_drawing_counted(shared
     percents = [int(line.split()[1].rstrip("%")) for line in lines]
     assert percents == sorted(set(percents)) and percents[-1] == 100
     assert f"{drawings} drawings read, {drawings} kept" in lines[-1]
+
+
+def test_the_printed_training_command_reads_the_file_from_a_folder_with_spaces(tmp_path, capsys):
+    import shlex
+
+    import seq2seqVAE_train
+
+    folder = tmp_path / "my drawings"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.json").write_text(json.dumps([[[0, 0], [3, 4], [5, 9]], [[1, 1], [2, 7]]]))
+    out_file = tmp_path / "data sets" / "my owl.npz"
+    out_file.parent.mkdir()
+    code, out, err = run(capsys, folder, "--out", out_file)
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("train with: "))
+    argv = shlex.split(line.removeprefix("train with: "))
+    assert argv[:2] == ["python", "seq2seqVAE_train.py"]
+    args = seq2seqVAE_train.parse_args(argv[2:])
+    assert Path(args.data_dir) / f"{args.data_set}.npz" == out_file
+

@@ -46,6 +46,11 @@ def test_read_sketch_reads_npy_and_both_json_forms(tmp_path):
         sketch = utils.read_sketch(tmp_path / name)
         assert sketch.dtype == np.float32
         np.testing.assert_array_equal(sketch, rows, err_msg=name)
+    # As other tools write the points: with a byte-order mark and CRLF, with a time after x, y.
+    timed = [[[x, y, 16 * i] for i, (x, y) in enumerate(stroke)] for stroke in STROKES]
+    (tmp_path / "timed.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(timed, indent=1).replace(
+        "\n", "\r\n").encode())
+    np.testing.assert_array_equal(utils.read_sketch(tmp_path / "timed.json"), rows)
     # Round trip: the absolute points come back from the stroke-3 rows.
     lines = utils.stroke_lines(utils.read_sketch(tmp_path / "points.json"))
     origin = np.array(STROKES[0][0])
@@ -156,6 +161,22 @@ def test_a_prefix_that_is_the_whole_test_sketch_is_warned_about(capsys):
     assert [label for _, label in prefixes] == ["test 0, 2/2 strokes", "test 1, 2/6 strokes"]
     warnings = capsys.readouterr().err.strip().splitlines()
     assert len(warnings) == 1 and warnings[0].startswith("warning: test sketch 0 has 2 strokes")
+
+
+def test_reconstructing_more_than_the_test_split_holds_is_said(capsys):
+    args = seq2seqVAE_sample.parse_args(["--run_dir=x", "--mode=reconstruct", "--count=4"])
+    assert seq2seqVAE_sample.parse_indices(args, 1) == [0]
+    assert capsys.readouterr().err.strip() == (
+        "note: --count=4, but the test split has 1 sketch: reconstructing 1")
+    assert seq2seqVAE_sample.parse_indices(args, 9) == [0, 1, 2, 3]
+    assert capsys.readouterr().err == ""
+
+
+def test_one_stroke_is_one_stroke_in_the_warning(capsys):
+    one = np.array(STROKES_AS_STROKE3[:3], np.float32)  # 1 stroke
+    args = seq2seqVAE_sample.parse_args(["--run_dir=x", "--mode=complete", "--indices=0"])
+    seq2seqVAE_sample.read_prefixes(args, 1.0, test=[one], indices=[0])
+    assert capsys.readouterr().err.startswith("warning: test sketch 0 has 1 stroke, so")
 
 
 @pytest.mark.parametrize("flags, fragment", [
