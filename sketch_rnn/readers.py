@@ -170,15 +170,24 @@ def _strokes_of(drawings):
 
 
 def _fits_axes(drawings):
-    """Every stroke is [[x...], [y...]] of equal lengths, all with or all without [t...]."""
+    """Every stroke is [[x...], [y...]] of equal lengths, all with or all without [t...]; a
+    time axis has one time per point and never goes back (QuickDraw's milliseconds)."""
     sizes = set()
     for stroke in _strokes_of(drawings):
         if not (isinstance(stroke, list) and len(stroke) in (2, 3)
                 and all(isinstance(axis, list) for axis in stroke)
                 and len(stroke[0]) == len(stroke[1])):
             return False
+        if len(stroke) == 3 and not _is_time_axis(stroke[2], len(stroke[0])):
+            return False
         sizes.add(len(stroke))
     return len(sizes) <= 1
+
+
+def _is_time_axis(times, points):
+    """True for `points` numbers that never decrease."""
+    numbers = all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in times)
+    return numbers and len(times) == points and all(a <= b for a, b in zip(times, times[1:]))
 
 
 def _fits_points(drawings):

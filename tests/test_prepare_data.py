@@ -389,6 +389,15 @@ def test_json_layouts_and_records(tmp_path, capsys):
     assert read.strokes[0].tolist() == [[0, 5], [1, 7]]
     (read,) = readers.read_json(ambiguous, layout="axes")
     assert read.strokes[0].tolist() == [[0, 1], [5, 7]]
+    # 3 points of 2 numbers would be x, y and time lists, but time never goes back: points
+    three = tmp_path / "three.json"
+    three.write_text(json.dumps([[[10, 10], [50, 60], [90, 20]], [[20, 80], [80, 80], [85, 85]]]))
+    (read,) = readers.read_json(three)
+    assert [s.tolist() for s in read.strokes] == [[[10, 10], [50, 60], [90, 20]],
+                                                  [[20, 80], [80, 80], [85, 85]]]
+    three.write_text(json.dumps([[[10, 10], [50, 60], [90, 95]]]))  # times 90, 95: both fit
+    with pytest.raises(readers.BadFile, match="--json_layout"):
+        list(readers.read_json(three))
 
 
 def test_stroke3_npy_and_npz_pass_through(tmp_path, capsys):
