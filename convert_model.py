@@ -85,8 +85,9 @@ def parse_args(argv=None):
                     "formats.")
     parser.add_argument("--to", metavar="RUN_DIR", help="the new run folder an import writes")
     parser.add_argument("--force", action="store_true",
-                        help="replace --to if it is a folder that is not empty, or the file "
-                             "--to_magenta_js names if it exists")
+                        help="replace the run folder --to or --share names if it holds one, or "
+                             "the file --to_magenta_js names if it exists (never the input, nor "
+                             "a folder holding it)")
     parser.add_argument("--run_dir", help="a run folder of this project to export")
     parser.add_argument("--checkpoint", default=None,
                         help="the weights file of --run_dir to export (default: its best)")
@@ -124,6 +125,13 @@ def check_magenta_js_arguments(args):
         if args.to:
             raise ValueError("--to_magenta_js: --to is for imports; the output is the file named "
                              "by --to_magenta_js")
+        from sketch_rnn.files import is_within
+
+        out = args.to_magenta_js
+        if is_within(out, args.run_dir) or (args.checkpoint and os.path.exists(out) and os.path.exists(
+                args.checkpoint) and os.path.samefile(out, args.checkpoint)):
+            raise ValueError(f"--to_magenta_js: {out} is in the run folder or is the --checkpoint "
+                             "the export reads; write it elsewhere")
         if os.path.isfile(args.to_magenta_js) and not args.force:
             raise ValueError(f"--to_magenta_js: {args.to_magenta_js} exists; pass --force to "
                              "replace it")
@@ -215,8 +223,9 @@ OPTIONS = ("to", "force", "run_dir", "checkpoint", "data_dir", "scale_factor", "
 
 def check_unused_flags(args, mode):
     """One line for a flag given that the conversion `mode` would not read."""
+    defaults = {"force": False, "float16": False, "hparams": ""}  # every other flag's is None
     for flag in OPTIONS:
-        if getattr(args, flag) not in (None, False, "") and flag not in USES[mode]:
+        if getattr(args, flag) != defaults.get(flag) and flag not in USES[mode]:
             advice = (" (give the checkpoint prefix DIR/vector-N as --from_magenta)"
                       if (mode, flag) == ("from_magenta", "checkpoint") else "")
             raise ValueError(f"--{flag} does nothing with --{mode}{advice}")

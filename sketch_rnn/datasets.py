@@ -56,7 +56,7 @@ def quickdraw_categories():
 def _unknown_data_set(name, data_dir=None):
     """Builds the ValueError for a name that is neither a file nor a known data set."""
     where = f"not a file in {data_dir} and " if data_dir is not None else ""
-    hint = (f" (give the folder holding {name.removesuffix('.npz')}.npz with --data_dir)"
+    hint = (f" (give the folder holding {name.removesuffix('.npz')}.npz as data_dir, --data_dir)"
             if data_dir is not None else "")
     return ValueError(
         f"unknown data set {name!r}: {where}not a QuickDraw category or one of "

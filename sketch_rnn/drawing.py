@@ -591,7 +591,7 @@ def load_split(data_dir, split, data_sets, max_seq_len, scale_factor):
         raise ValueError("this run names no data set: pass data_set")
     strokes = load_strokes(data_dir, names)[SPLITS.index(split)]
     loader = DataLoader(strokes, max_seq_len=max_seq_len, scale_factor=scale_factor,
-                              name=split)
+                        name=split)
     return loader.strokes
 
 

@@ -78,6 +78,24 @@ def remove_empty_folders(folders):
             os.rmdir(folder)
 
 
+def is_within(path, folder):
+    """True if ``path`` is the folder ``folder`` or lies inside it (it need not exist).
+
+    Folders are compared as files (``os.path.samefile``), not by name: another spelling of
+    the same folder (letter case on a case-insensitive file system, a bind mount) is the same.
+    """
+    if not os.path.isdir(folder):
+        return False
+    current = os.path.realpath(path)
+    while True:
+        if os.path.exists(current) and os.path.samefile(current, folder):
+            return True
+        parent = os.path.dirname(current)
+        if parent == current:
+            return False
+        current = parent
+
+
 def refuse_link(path, what=None):
     """Raises one line if ``path`` is a symbolic link: we never write through one."""
     if os.path.islink(path):

@@ -233,6 +233,7 @@ def load_config(run_dir):
     Raises:
         FileNotFoundError / ValueError: naming the file, for a missing or malformed config.
     """
+    run_dir = os.fspath(run_dir)
     path = os.path.join(run_dir, "model_config.json")
     if os.path.isfile(run_dir):
         hint = (" (a magenta.js model? import it with convert_model.py --from_magenta_js "

@@ -203,14 +203,19 @@ def _fits_points(drawings):
     return len(widths) <= 1
 
 
+def fitting_layouts(drawings):
+    """Which of "points" and "axes" read every stroke of ``drawings`` (lists of strokes)."""
+    return [name for name, test in (("points", _fits_points), ("axes", _fits_axes))
+            if test(drawings)]
+
+
 def json_layout(drawings, path):
     """The layout of a .json file's strokes: the one of "points" and "axes" that fits them.
 
     Raises:
         BadFile: if both fit (short strokes such as [[0, 1], [2, 3]] read either way) or none.
     """
-    fits = [name for name, test in (("points", _fits_points), ("axes", _fits_axes))
-            if test(drawings)]
+    fits = fitting_layouts(drawings)
     if len(fits) == 1 or not any(True for _ in _strokes_of(drawings)):
         return fits[0] if fits else "points"
     if fits:

@@ -10,7 +10,7 @@ import secrets
 import shutil
 
 from sketch_rnn.datasets import check_data_set_names
-from sketch_rnn.files import check_scale_factor, read_json_config, refuse_link
+from sketch_rnn.files import check_scale_factor, is_within, read_json_config, refuse_link
 
 
 def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=False, config=None,
@@ -19,8 +19,8 @@ def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=Fals
 
     The folder is written beside `run_dir` under a temporary name and renamed into place,
     so `run_dir` never holds half a run. An existing `run_dir` must be an empty folder,
-    unless `force`, which replaces a run folder (one with a model_config.json; the old
-    folder is renamed away, then deleted). A `run_dir` that is, or holds, a file or folder
+    unless `force`, which replaces a run folder (`is_run_folder`; the old folder is renamed
+    away, then deleted). A `run_dir` that is, or holds, a file or folder
     the conversion reads is refused, with or without `force`.
 
     Args:
@@ -55,9 +55,9 @@ def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=Fals
         if os.listdir(run_dir) and not force:
             raise ValueError(f"{flag}: {run_dir} is not empty; choose a new folder or replace it "
                              "with --force")
-        if os.listdir(run_dir) and not os.path.isfile(os.path.join(run_dir, "model_config.json")):
-            raise ValueError(f"{flag}: {run_dir} is not a run folder (no model_config.json); "
-                             "--force replaces only a run folder: choose a new folder")
+        if os.listdir(run_dir) and not is_run_folder(run_dir):
+            raise ValueError(f"{flag}: {run_dir} is not a run folder (model_config.json and "
+                             "checkpoints/); --force replaces only a run folder: choose a new folder")
     scale_factor = check_scale_factor(scale_factor, "scale factor")
     data_sets = check_data_set_names(list(data_sets), None, "data sets")
     parent, name = os.path.split(run_dir)
@@ -94,15 +94,21 @@ def write_run_folder(run_dir, model, scale_factor, data_sets, source, force=Fals
     return max_change
 
 
+def is_run_folder(path):
+    """True for a folder as training, an import or a share writes it: model_config.json and
+    checkpoints/ (an official Magenta folder has a model_config.json but no checkpoints/)."""
+    return (os.path.isfile(os.path.join(path, "model_config.json"))
+            and os.path.isdir(os.path.join(path, "checkpoints")))
+
+
 def check_output_folder(out_dir, reads, flag):
     """One line naming `flag` if the folder `out_dir` is, or holds, one of the paths `reads`
     (replacing it would delete the conversion's own input)."""
-    out_dir = os.path.realpath(out_dir)
     for path in reads:
-        path = os.path.realpath(path)
-        if os.path.commonpath([out_dir, path]) == out_dir:
-            what = "is" if path == out_dir else "holds"
-            raise ValueError(f"{flag}: {out_dir} {what} the input {path}; choose a folder outside it")
+        if is_within(path, out_dir):
+            what = "is" if os.path.samefile(path, out_dir) else "holds"
+            raise ValueError(f"{flag}: {out_dir} {what} the input {path}; choose a folder "
+                             "outside it")
 
 
 def _replace_folder(new, target):

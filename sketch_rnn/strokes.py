@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from sketch_rnn import readers
 from sketch_rnn.files import check_regular_file, first_line
 
 # S0, the token that starts every sequence (section 3.1).
@@ -104,10 +105,10 @@ def read_sketch(path):
     """Reads one sketch from a .npy or .json file, as stroke-3 in the file's units.
 
     Accepted: a .npy (N, 3) numeric array of (dx, dy, pen_lifted) rows; a .json list of
-    [dx, dy, pen_lifted] rows, or a .json list of strokes, each a list of absolute [x, y]
-    points (converted by `strokes_to_stroke3`; numbers after y, such as a time, are ignored,
-    as prepare_data.py does). Nothing in the file can run code (numpy
-    object arrays are refused).
+    [dx, dy, pen_lifted] rows, or a .json drawing: a list of strokes, each a list of absolute
+    [x, y] points or QuickDraw's [[x...], [y...]] lists, read as prepare_data.py reads one
+    (numbers after y, such as a time, are ignored; a file that reads both ways is refused).
+    Nothing in the file can run code (numpy object arrays are refused).
 
     Raises:
         FileNotFoundError, UnsafePathError, ValueError: one line naming the file and what
@@ -140,16 +141,26 @@ def read_sketch(path):
         def is_row(item, width):
             return isinstance(item, list) and len(item) == width and all(map(is_number, item))
 
-        def is_point(item):  # [x, y], or [x, y, t, ...] as canvas recorders write: t is ignored
-            return isinstance(item, list) and len(item) >= 2 and all(map(is_number, item))
 
         if not isinstance(data, list) or not data:
             raise ValueError(f"{path}: {expected}")
         if all(is_row(row, 3) for row in data):
             sketch = np.array(data, np.float64)
-        elif all(isinstance(stroke, list) and stroke and all(map(is_point, stroke))
+        elif all(isinstance(stroke, list) and stroke and all(isinstance(p, list) for p in stroke)
                  for stroke in data):
-            sketch = strokes_to_stroke3([[p[:2] for p in stroke] for stroke in data])
+            # A drawing, read as prepare_data.py reads one: its strokes' layout (points, or
+            # QuickDraw's x and y lists) is the one that fits, and an ambiguous file is refused.
+            layouts = readers.fitting_layouts([data])
+            if len(layouts) == 2:
+                raise ValueError(f"{path}: its strokes read both as [x, y] points and as "
+                                 "QuickDraw's [[x...], [y...]] (they are short); write the "
+                                 "sketch as stroke-3 rows [dx, dy, pen_lifted]")
+            if not layouts:
+                raise ValueError(f"{path}: {expected}")
+            try:
+                sketch = strokes_to_stroke3(readers.canvas_strokes(data, layouts[0]))
+            except ValueError as err:
+                raise ValueError(f"{path}: {expected} ({first_line(err)})") from None
         else:
             raise ValueError(f"{path}: {expected}")
     else:

@@ -247,13 +247,18 @@ def test_an_existing_run_folder_is_replaced_only_with_force(tmp_path, capsys):
 
 
 def test_force_replaces_only_a_run_folder_and_never_the_input(tmp_path, capsys):
-    # A folder that is not a run folder (no model_config.json) is not replaced, --force or not.
+    # A folder that is not a run folder is not replaced, --force or not: one of notes, or
+    # another official folder (a model_config.json, but no checkpoints/).
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "notes.txt").write_text("mine")
-    code = convert(FIXTURES / "decoder_only", notes, "--scale_factor", "18.5", "--force")
-    assert_refused(capsys, code, "is not a run folder (no model_config.json)")
-    assert os.listdir(notes) == ["notes.txt"]
+    other = tmp_path / "other_official"
+    shutil.copytree(FIXTURES / "decoder_only", other)
+    for folder in (notes, other):
+        before = sorted(os.listdir(folder))
+        code = convert(FIXTURES / "lstm", folder, "--scale_factor", "18.5", "--force")
+        assert_refused(capsys, code, "is not a run folder (model_config.json and checkpoints/)")
+        assert sorted(os.listdir(folder)) == before
     # The official folder itself, or a folder holding it, would delete the input.
     source = tmp_path / "runs" / "official"
     shutil.copytree(FIXTURES / "lstm", source)
@@ -284,6 +289,7 @@ def test_data_set_replaces_official_entries_that_are_not_names(tmp_path, capsys)
                                        "checkpoint prefix DIR/vector-N as --from_magenta)"),
     (["--z_from", "3"], "--z_from does nothing with --from_magenta"),
     (["--float16"], "--float16 is a flag of --share"),
+    (["--z_seed", "0"], "--z_seed does nothing with --from_magenta"),  # 0 is a value given
 ])
 def test_flags_an_import_does_not_read_are_refused(argv, message, tmp_path, capsys):
     code = convert(FIXTURES / "lstm", tmp_path / "run", "--scale_factor", "18.5", *argv)

@@ -415,6 +415,22 @@ def test_import_into_the_folder_holding_the_file_is_refused_even_with_force(tmp_
     assert path.read_text() == text
 
 
+def test_an_export_into_the_run_it_reads_is_refused(tiny_run, tmp_path, capsys):
+    run = tiny_run["file"].parent / "run"
+    weights = run / "checkpoints" / "best.weights.h5"
+    before = weights.read_bytes()
+    for out in (weights, run / "model_config.json", run / "new.gen.json"):
+        assert convert_model.main(["--run_dir", str(run), "--to_magenta_js", str(out),
+                                   "--force"]) == 2
+        assert "is in the run folder or is the --checkpoint" in capsys.readouterr().err
+    outside = tmp_path / "best.weights.h5"
+    outside.write_bytes(before)
+    assert convert_model.main(["--run_dir", str(run), "--checkpoint", str(outside),
+                               "--to_magenta_js", str(outside), "--force"]) == 2
+    assert "is in the run folder or is the --checkpoint" in capsys.readouterr().err
+    assert weights.read_bytes() == before and outside.read_bytes() == before
+
+
 def test_a_whole_max_seq_len_written_as_a_float_is_taken(tmp_path):
     value = good_value()
     value[0]["max_seq_len"] = 120.0  # JavaScript writes numbers so
@@ -468,7 +484,7 @@ def test_a_model_file_given_where_a_run_folder_or_weights_go_says_to_import_it(t
     path = tmp_path / "owl.gen.json"
     path.write_text(json.dumps(good_value()))
     with pytest.raises(ValueError, match="is a file, not a run folder .*--from_magenta_js"):
-        load_run(str(path))
+        load_run(path)  # a pathlib.Path, as a notebook passes it
     code = seq2seqVAE_sample.main([f"--run_dir={SHEEP}", f"--checkpoint={path}",
                                    f"--output_dir={tmp_path}"])
     err = capsys.readouterr().err

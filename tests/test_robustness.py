@@ -173,7 +173,7 @@ def bad_splits(case):
 DATA_CASES = {
     "missing file, unknown name": ["unknown data set 'sketches'", "not a file in",
                                    "not a QuickDraw category or one of aaron_sheep, kanji, omniglot",
-                                   "(give the folder holding sketches.npz with --data_dir)"],
+                                   "(give the folder holding sketches.npz as data_dir, --data_dir)"],
     "not an npz": ["sketches.npz is not a valid .npz file"],
     "hostile pickle": ["sketches.npz: refusing to load", "not numpy arrays"],
     "no valid split": ["has no key 'valid'", "'train', 'valid' and 'test'"],

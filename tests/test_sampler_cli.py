@@ -51,6 +51,10 @@ def test_read_sketch_reads_npy_and_both_json_forms(tmp_path):
     (tmp_path / "timed.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(timed, indent=1).replace(
         "\n", "\r\n").encode())
     np.testing.assert_array_equal(utils.read_sketch(tmp_path / "timed.json"), rows)
+    # QuickDraw's layout, [[x...], [y...]] per stroke, as prepare_data.py reads it
+    axes = [[[x for x, _ in stroke], [y for _, y in stroke]] for stroke in STROKES]
+    (tmp_path / "axes.json").write_text(json.dumps([axes[0], [[0], [0]]]))
+    np.testing.assert_array_equal(utils.read_sketch(tmp_path / "axes.json"), rows)
     # Round trip: the absolute points come back from the stroke-3 rows.
     lines = utils.stroke_lines(utils.read_sketch(tmp_path / "points.json"))
     origin = np.array(STROKES[0][0])
@@ -64,6 +68,7 @@ def test_read_sketch_reads_npy_and_both_json_forms(tmp_path):
     ("a.json", "[[1, 2, 2]]", "the pen column (the third) must be 0 or 1"),
     ("a.json", "[[1, 2, true]]", "expected a stroke-3 sketch"),
     ("a.json", "[[1, 2, 0", "not valid JSON"),
+    ("a.json", "[[[0, 1], [2, 3]]]", "read both as [x, y] points and as QuickDraw's"),
     ("a.txt", "[[1, 2, 0]]", "expected a .npy or .json sketch"),
     ("a.npy", np.zeros((4, 2)), "shape (4, 2)"),
     ("a.npy", np.array([np.zeros((2, 3))], dtype=object), "not a numeric .npy array"),
