@@ -170,7 +170,8 @@ def test_unknown_names(tmp_path):
         utils.load_strokes(tmp_path, "aaron_sheep_typo")
     assert str(error.value) == (
         f"unknown data set 'aaron_sheep_typo': not a file in {tmp_path} and not a "
-        "QuickDraw category or one of aaron_sheep, kanji, omniglot"
+        "QuickDraw category or one of aaron_sheep, kanji, omniglot (give the folder holding "
+        "aaron_sheep_typo.npz as data_dir, --data_dir)"
     )
     assert list(tmp_path.iterdir()) == []
 
