@@ -125,16 +125,6 @@ def check_magenta_js_arguments(args):
         if args.to:
             raise ValueError("--to_magenta_js: --to is for imports; the output is the file named "
                              "by --to_magenta_js")
-        from sketch_rnn.files import is_within
-
-        out = args.to_magenta_js
-        if is_within(out, args.run_dir) or (args.checkpoint and os.path.exists(out) and os.path.exists(
-                args.checkpoint) and os.path.samefile(out, args.checkpoint)):
-            raise ValueError(f"--to_magenta_js: {out} is in the run folder or is the --checkpoint "
-                             "the export reads; write it elsewhere")
-        if os.path.isfile(args.to_magenta_js) and not args.force:
-            raise ValueError(f"--to_magenta_js: {args.to_magenta_js} exists; pass --force to "
-                             "replace it")
 
 
 def check_share_arguments(args):
@@ -198,6 +188,7 @@ def run_magenta_js(args):
         return lines
     result = magenta_js.export_magenta_js(args.run_dir, args.to_magenta_js, z_from=args.z_from,
                                           z_seed=args.z_seed, data_dir=args.data_dir or "datasets",
+                                          force=args.force,
                                           checkpoint=args.checkpoint)
     lines = [f"{args.to_magenta_js}: the decoder of {args.run_dir} in the magenta.js format "
              f"(largest weight change from quantisation {result['max_quantisation_error']:.2e})"]

@@ -28,6 +28,7 @@ from sketch_rnn.datasets import check_data_set_names, load_strokes
 from sketch_rnn.files import check_regular_file, check_scale_factor, read_json_file
 from sketch_rnn.hparams import HParams
 from sketch_rnn.official_weights import OfficialVariables, assign_official_weights
+from sketch_rnn.run_folder import is_run_folder
 
 SCOPE = "vector_rnn/"
 TRAINING_LOOP_HPARAMS = ("num_steps", "save_every", "is_training")
@@ -122,7 +123,7 @@ def find_checkpoint(path):
                 return prefix
         raise FileNotFoundError(f"{state}: names {named}, but there is no {base}.index in {path}")
     indexes = sorted(name for name in os.listdir(path) if name.endswith(".index"))
-    if not indexes and os.path.isdir(os.path.join(path, "checkpoints")):
+    if not indexes and is_run_folder(path):
         raise ValueError(f"{path}: a run folder of this project, not an official one; the "
                          "commands and load_run open it as it is")
     if len(indexes) != 1:

@@ -40,7 +40,14 @@ import os
 import numpy as np
 
 from sketch_rnn.datasets import check_data_set_names
-from sketch_rnn.files import check_regular_file, check_scale_factor, first_line, refuse_link, write_atomically
+from sketch_rnn.files import (
+    check_regular_file,
+    check_scale_factor,
+    first_line,
+    is_within,
+    refuse_link,
+    write_atomically,
+)
 from sketch_rnn.hparams import HParams
 from sketch_rnn.official_weights import swap_middle_gates
 from sketch_rnn.run_folder import write_run_folder
@@ -235,7 +242,7 @@ def choose_z(drawer, z_from=None, z_seed=None, data_dir="datasets"):
 
 
 def export_magenta_js(run_dir, out_path, z_from=None, z_seed=None, data_dir="datasets",
-                      checkpoint=None):
+                      checkpoint=None, force=False, flag="--to_magenta_js"):
     """Writes a run's decoder as a magenta.js model file (see the module docstring).
 
     Args:
@@ -243,13 +250,16 @@ def export_magenta_js(run_dir, out_path, z_from=None, z_seed=None, data_dir="dat
         out_path: the .json file to write (atomically).
         z_from, z_seed, data_dir: the z of a conditional model (`choose_z`).
         checkpoint: the weights file; the run's best by default.
+        force: replace an existing out_path (never one inside run_dir, nor the checkpoint).
+        flag: the command's flag for out_path, which the errors name.
 
     Returns:
         dict: `z` (None for a decoder-only model), `initial_state` ({"h", "c"} or None),
         `max_quantisation_error` (the largest |weight - stored weight|).
 
     Raises:
-        ValueError: one line, for a decoder the format cannot hold (not `lstm`, not 20
+        ValueError: one line, for an out_path that exists (without force) or would replace
+            what the export reads, a decoder the format cannot hold (not `lstm`, not 20
             Gaussians, a weight beyond +-10), a missing z choice, or a bad index.
     """
     from sketch_rnn.drawing import initial_state_model
@@ -258,6 +268,12 @@ def export_magenta_js(run_dir, out_path, z_from=None, z_seed=None, data_dir="dat
     if not os.path.isdir(folder) or os.path.isdir(out_path):
         raise ValueError(f"{out_path}: expected a file name in an existing folder")
     refuse_link(out_path)
+    if is_within(out_path, run_dir) or (checkpoint and os.path.exists(out_path) and os.path.exists(
+            checkpoint) and os.path.samefile(out_path, checkpoint)):
+        raise ValueError(f"{flag}: {out_path} is in the run folder or is the --checkpoint the "
+                         "export reads; write it elsewhere")
+    if os.path.isfile(out_path) and not force:
+        raise ValueError(f"{flag}: {out_path} exists; pass --force to replace it")
     drawer = load_float32_run(run_dir, checkpoint)
     hps = drawer.hps
     if hps.dec_model != "lstm":

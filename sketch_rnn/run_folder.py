@@ -184,6 +184,8 @@ def share_run_folder(run_dir, out_dir, checkpoint=None, float16=False, force=Fal
     from sketch_rnn.drawing import default_checkpoint, load_run
     from sketch_rnn.hparams import load_config
 
+    # write_run_folder checks this again; checked here too so that a wrong --share fails
+    # before the model is loaded.
     check_output_folder(out_dir, [run_dir] + ([checkpoint] if checkpoint else []), "--share")
     _, config = load_config(run_dir)
     checkpoint = checkpoint or default_checkpoint(run_dir)

@@ -428,6 +428,9 @@ def test_an_export_into_the_run_it_reads_is_refused(tiny_run, tmp_path, capsys):
     assert convert_model.main(["--run_dir", str(run), "--checkpoint", str(outside),
                                "--to_magenta_js", str(outside), "--force"]) == 2
     assert "is in the run folder or is the --checkpoint" in capsys.readouterr().err
+    # The export function refuses it too, for a Python caller (force or not).
+    with pytest.raises(ValueError, match="is in the run folder"):
+        magenta_js.export_magenta_js(str(run), str(weights), force=True)
     assert weights.read_bytes() == before and outside.read_bytes() == before
 
 
