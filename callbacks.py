@@ -36,14 +36,20 @@ def global_step(model):
 
 
 class LearningRateDecay(keras.callbacks.Callback):
-    """Sets the optimizer's learning rate before each minibatch from the global step; logs `lr`."""
+    """Sets the optimizer's learning rate before each minibatch from the global step; logs `lr`.
+    A warm-started run's (`warm_start`, as its model_config.json records it) ramps up first."""
 
-    def __init__(self, hps):
+    def __init__(self, hps, warm_start=None):
         super().__init__()
         self.hps = hps
+        self.warm_start = warm_start
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.model.optimizer.learning_rate.assign(learning_rate_at(global_step(self.model), self.hps))
+        from sketch_rnn.warm_start import ramp_factor
+
+        step = global_step(self.model)
+        self.model.optimizer.learning_rate.assign(
+            learning_rate_at(step, self.hps) * ramp_factor(step, self.warm_start))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

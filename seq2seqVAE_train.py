@@ -10,6 +10,10 @@ Usage:
     # or let it pick the newest complete checkpoint of the run folder and its epoch
     python seq2seqVAE_train.py ... --checkpoint=experiments/sheep
 
+    # a new run that trains on from a run's weights alone (a shared or imported model, whose
+    # optimizer state is gone): the shipped sheep, or on your own drawings
+    python seq2seqVAE_train.py --warm_start=examples/sheep --experiment_dir=experiments/sheep_more
+
     # several GPUs of one machine, or several machines (TF_CONFIG on each; see README)
     python seq2seqVAE_train.py ... --distribute=mirrored
     TF_CONFIG='{"cluster": {"worker": ["host1:2222", "host2:2222"]},
@@ -62,6 +66,15 @@ def parse_args(argv=None):
     parser.add_argument("--initial_epoch", type=int, default=None,
                         help="number of epochs the checkpoint had finished "
                              "(read from its name if omitted)")
+    parser.add_argument("--warm_start", default=None, metavar="RUN_DIR",
+                        help="start a new run from the weights of this run folder (best, else "
+                             "newest), without its optimizer state: a shared or imported model. "
+                             "Its hparams, scale factor and data set are the new run's (--hparams "
+                             "and --data_set may change them); training goes on from its epoch "
+                             "and step, after Adam's moments are rebuilt at learning rate 0")
+    parser.add_argument("--warm_start_steps", type=int, default=150, metavar="N",
+                        help="--warm_start: steps that rebuild Adam's moments before training; "
+                             "the learning rate then ramps up over 2N steps (default: 150)")
     parser.add_argument("--base_url", default=None,
                         help="download data sets from this base URL instead of the public ones")
     parser.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2],
@@ -163,7 +176,13 @@ def prepare(args, strategy=None):
 
     from seq2seqVAE import HParams, load_config
 
-    checkpoint, initial_epoch = None, 0
+    checkpoint, initial_epoch, warm_start = None, 0, None
+    if args.warm_start is not None and args.checkpoint:
+        raise ValueError("--warm_start starts a new run and --checkpoint resumes one: give one")
+    if args.warm_start is not None and strategy is not None:
+        raise ValueError("--warm_start trains on one device; use --distribute=none")
+    if args.warm_start_steps <= 0:
+        raise ValueError(f"--warm_start_steps must be > 0, got {args.warm_start_steps}")
     if args.checkpoint:
         if not os.path.lexists(config_path):
             raise ValueError(f"--checkpoint: {config_path} is missing, so there is no run to resume "
@@ -176,6 +195,7 @@ def prepare(args, strategy=None):
         check_same_model(stored_hps, hps, config_path)
         checkpoint, initial_epoch = find_checkpoint(args.checkpoint, args.initial_epoch)
         scale_factor, data_sets = stored_data_settings(stored, config_path)
+        warm_start = stored.get("warm_start")  # a warm-started run's learning-rate ramp
         if requested is not None and sorted(requested) != sorted(data_sets):
             raise ValueError(f"--data_set: the run in {experiment_dir} was trained on "
                              f"{','.join(data_sets)}, not {args.data_set}")
@@ -188,9 +208,14 @@ def prepare(args, strategy=None):
             # there is nothing to resume, so the same command starts it again.
             print(f"{experiment_dir} holds a run that stopped before its first checkpoint; "
                   "starting it over", file=sys.stderr)
-        hps = HParams.parse(args.hparams)
-        scale_factor = None
-        data_sets = requested or ["aaron_sheep"]
+        if args.warm_start is not None:
+            warm_start, hps, scale_factor, stored_sets = warm_start_settings(args)
+            data_sets = requested or stored_sets
+            initial_epoch = warm_start["epoch"]
+        else:
+            hps = HParams.parse(args.hparams)
+            scale_factor = None
+            data_sets = requested or ["aaron_sheep"]
 
     # Each sketch keeps its class (a file's labels, else its data set), for the per-class test.
     strokes, labels, classes = utils.load_labelled_strokes(
@@ -233,11 +258,30 @@ def prepare(args, strategy=None):
                          f"multiple of {replicas}")
     return dict(hps=hps, loaders=loaders, scale_factor=scale_factor, data_sets=data_sets,
                 experiment_dir=experiment_dir, checkpoint=checkpoint, initial_epoch=initial_epoch,
-                max_seq_len_cap=cap, classes=classes)
+                max_seq_len_cap=cap, classes=classes, warm_start=warm_start)
+
+
+def warm_start_settings(args):
+    """--warm_start: the new run's `warm_start` record (what it starts from and its ramp),
+    hparams (the run's, with --hparams applied), scale factor and data set names."""
+    from seq2seqVAE import load_config
+    from sketch_rnn.warm_start import warm_start_source
+
+    source = warm_start_source(args.warm_start)
+    stored_hps, stored = load_config(args.warm_start)
+    hps = HParams.parse(args.hparams, base=stored_hps)
+    scale_factor, data_sets = stored_data_settings(
+        stored, os.path.join(args.warm_start, "model_config.json"))
+    record = {"from": os.path.basename(os.path.normpath(args.warm_start)),
+              "weights": os.path.basename(source["weights"]),
+              "epoch": source["epoch"], "step": source["step"],
+              "moment_steps": args.warm_start_steps, "ramp_steps": 2 * args.warm_start_steps,
+              "path": source["weights"]}
+    return record, hps, scale_factor, data_sets
 
 
 def train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoint,
-          initial_epoch, max_seq_len_cap, classes):
+          initial_epoch, max_seq_len_cap, classes, warm_start):
     """Builds the model, trains with checkpoints, then evaluates on the test split.
 
     With a strategy, the model is built in its scope and every worker runs this; the chief
@@ -249,7 +293,7 @@ def train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir,
     if chief:
         return _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir,
                       experiment_dir, checkpoint, initial_epoch, max_seq_len_cap, classes,
-                      chief=True)
+                      warm_start, chief=True)
     scratch = args.worker_scratch_dir or tempfile.mkdtemp(prefix="sketch-rnn-worker-")
     print(f"Not the chief: checkpoints go to {scratch}; the chief writes {experiment_dir}")
     try:
@@ -262,14 +306,14 @@ def train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir,
                 shutil.copyfile(source, os.path.join(scratch, "checkpoints", name))
         return _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir,
                       scratch, checkpoint, initial_epoch, max_seq_len_cap, classes,
-                      chief=False)
+                      warm_start, chief=False)
     finally:
         if args.worker_scratch_dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir, write_dir,
-           checkpoint, initial_epoch, max_seq_len_cap, classes, chief):
+           checkpoint, initial_epoch, max_seq_len_cap, classes, warm_start, chief):
     import keras
 
     from batch_generator import evaluation_batches
@@ -305,6 +349,8 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
             "keras_version": keras.__version__,
             "backend": keras.backend.backend(),
         }
+        if warm_start is not None:  # where the weights came from, without this machine's path
+            config["warm_start"] = {k: v for k, v in warm_start.items() if k != "path"}
         write_json_atomically(config, config_path)
 
     keras.utils.set_random_seed(hps.seed)
@@ -316,21 +362,28 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
               "replicas hold variables on several devices); training without XLA")
         model_hps = dataclasses.replace(hps, jit_compile=False)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = compile_model(build_model(model_hps), model_hps)
-        if checkpoint is not None:
-            try:
+        model = build_model(model_hps)
+        try:  # a damaged or foreign file: one line, as in main()
+            if checkpoint is None and warm_start is not None:
+                # before compiling: the file has no optimizer state for Keras to look for
+                load_warm_start_weights(model, warm_start["path"])
+            model = compile_model(model, model_hps)
+            if checkpoint is not None:
                 load_checkpoint(model, checkpoint)
-            except ValueError as err:  # a damaged or foreign file: one line, as in main()
-                print(f"error: {err}", file=sys.stderr)
-                return 2
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
 
     train_batches = training_batches(hps, loaders["train"])
+    if checkpoint is None and warm_start is not None:
+        bar = args.verbose == 1 or (args.verbose is None and sys.stdout.isatty())
+        rebuild_optimizer_state(model, hps, warm_start, train_batches, initial_epoch, bar)
     # A cnn model's batches carry pictures of their (augmented) sketches, rendered per batch.
     valid_batches = evaluation_batches(loaders["valid"], hps.batch_size, batch_renderer(hps))
 
     checkpointer = Checkpoint(checkpoint_dir, save_every=hps.save_every)
     callbacks = [
-        LearningRateDecay(hps),
+        LearningRateDecay(hps, warm_start),
         KLWeightAnnealing(hps),
         FixedEvaluationNoise(),  # validation's z noise, the same every epoch
         checkpointer,  # every worker: it also stops training on NaN
@@ -421,6 +474,33 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
                                    classes, strategy=strategy, write=chief)
     except Exception as err:
         return stop_for_lost_worker(strategy, err, experiment_dir, checkpointer.last_saved, chief)
+
+
+def load_warm_start_weights(model, path):
+    """--warm_start: loads a weights file without optimizer state into a built model."""
+    from sketch_rnn import legacy
+    from utils import first_line
+
+    try:
+        legacy.load_weights(model, path)
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        raise ValueError(f"--warm_start: {path} does not fit this model ({first_line(err)}); "
+                         "--hparams may change training, not the model") from None
+
+
+def rebuild_optimizer_state(model, hps, warm_start, train_batches, epoch, verbose):
+    """--warm_start: rebuilds Adam's moments on the first batches of `epoch` and sets the
+    global step to the weights' (`sketch_rnn.warm_start`)."""
+    from callbacks import kl_weight_at
+    from sketch_rnn.warm_start import rebuild_adam_moments
+
+    steps = warm_start["moment_steps"]
+    print(f"Warm start from {warm_start['path']} (epoch {warm_start['epoch']}, step "
+          f"{warm_start['step']}): rebuilding Adam's moments over {steps} steps at learning rate "
+          f"0; the learning rate then ramps up over {warm_start['ramp_steps']} steps")
+    train_batches.epoch = epoch
+    kl_weight = kl_weight_at(warm_start["step"], hps) if hps.has_kl_term else None
+    rebuild_adam_moments(model, train_batches, steps, warm_start["step"], kl_weight, verbose)
 
 
 def training_batches(hps, loader):
@@ -666,11 +746,11 @@ def print_resume_hint(command_line, experiment_dir, last_saved):
 def resume_command(command_line, experiment_dir):
     """The shell command that resumes a run started with `command_line` (the flags, as typed).
 
-    It keeps every flag but --checkpoint and --initial_epoch (with their values, written with
+    It keeps every flag but --checkpoint, --initial_epoch and --warm_start* (with their values, written with
     "=" or as the next word; argparse's abbreviations such as --check too) and asks for the
     newest checkpoint of the run folder, whose name gives the epoch.
     """
-    dropped = ("--checkpoint", "--initial_epoch")
+    dropped = ("--checkpoint", "--initial_epoch", "--warm_start", "--warm_start_steps")
     kept, skip_value = [], False
     for word in command_line:
         if skip_value:
