@@ -500,7 +500,8 @@ def rebuild_optimizer_state(model, hps, warm_start, train_batches, epoch, verbos
           f"0; the learning rate then ramps up over {warm_start['ramp_steps']} steps")
     train_batches.epoch = epoch
     kl_weight = kl_weight_at(warm_start["step"], hps) if hps.has_kl_term else None
-    rebuild_adam_moments(model, train_batches, steps, warm_start["step"], kl_weight, verbose)
+    loss = rebuild_adam_moments(model, train_batches, steps, warm_start["step"], kl_weight, verbose)
+    print(f"Adam's moments rebuilt (training loss of the weights over those steps: {loss:.4f})")
 
 
 def training_batches(hps, loader):

@@ -70,6 +70,9 @@ def rebuild_adam_moments(model, batches, steps, global_step, kl_weight=None, ver
         global_step: the step the weights were trained to (the schedules' position).
         kl_weight: the KL weight to train with meanwhile (the schedule's at global_step).
         verbose: show a progress bar.
+
+    Returns:
+        the mean training loss over the steps (of the weights as they are).
     """
     optimizer = model.optimizer
     optimizer.build(model.trainable_variables)
@@ -78,14 +81,16 @@ def rebuild_adam_moments(model, batches, steps, global_step, kl_weight=None, ver
     optimizer.learning_rate.assign(0.0)
     optimizer.iterations.assign(0)
     bar = keras.utils.Progbar(steps, unit_name="step") if verbose else None
+    losses = []
     for i in range(steps):
         x, y = batches[i % len(batches)]
-        logs = model.train_on_batch(x, y, return_dict=True)
+        losses.append(float(model.train_on_batch(x, y, return_dict=True)["loss"]))
         if bar is not None:
-            bar.update(i + 1, [("loss", logs["loss"])])
+            bar.update(i + 1, [("loss", losses[-1])])
     beta_1, beta_2 = float(optimizer.beta_1), float(optimizer.beta_2)
     for moment in optimizer._momentums:
         moment.assign(moment / (1.0 - beta_1**steps))
     for velocity in optimizer._velocities:
         velocity.assign(velocity / (1.0 - beta_2**steps))
     optimizer.iterations.assign(global_step)
+    return float(np.mean(losses))

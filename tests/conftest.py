@@ -42,12 +42,33 @@ def node_modules():
     return modules
 
 
+JAX_RUN = "test_model_training_and_sampling_tests_pass_on_jax"  # tests/test_backends.py
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected what they deselect
 def pytest_collection_modifyitems(config, items):
     """Tests marked tensorflow_only (the TensorFlow engines, tf.GradientTape references) are
-    skipped on the other Keras backends (KERAS_BACKEND=jax, as tests/test_backends.py runs)."""
+    skipped on the other Keras backends (KERAS_BACKEND=jax, as tests/test_backends.py runs).
+
+    On TensorFlow, the JAX run of tests/test_backends.py starts now, in a child process beside
+    the rest of the suite, and its test, which waits for it, moves to the end."""
     if keras.backend.backend() == "tensorflow":
+        jax_runs = [item for item in items if item.name == JAX_RUN]
+        if jax_runs and not config.option.collectonly:
+            for item in jax_runs:
+                items.remove(item)
+                items.append(item)
+            jax_runs[0].module.start_jax_run()
         return
     skip = pytest.mark.skip(reason=f"TensorFlow only; this run is on {keras.backend.backend()}")
     for item in items:
         if "tensorflow_only" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_sessionfinish(session):
+    """Ends the JAX run if the suite stopped before its test waited for it (-x, Ctrl-C)."""
+    for item in getattr(session, "items", []):
+        if item.name == JAX_RUN:
+            item.module.stop_jax_run()
+            break

@@ -1,4 +1,5 @@
-"""The training command end to end on the real aaron_sheep data, in subprocesses."""
+"""The training command end to end on the real aaron_sheep data, in subprocesses (and, for
+--warm_start, in-process)."""
 
 import csv
 import json
@@ -13,11 +14,19 @@ import h5py
 import numpy as np
 import pytest
 
+import convert_model
+import seq2seqVAE_train
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("enc_rnn_size=16,dec_rnn_size=32,z_size=8,num_mixture=4,batch_size=20,"
         "steps_per_epoch=4,max_seq_len=250")
 
 pytestmark = pytest.mark.slow
+
+
+def learning_rate(step):
+    """The default schedule, written out: (1e-3 - 1e-5) * 0.9999**step + 1e-5."""
+    return (1e-3 - 1e-5) * 0.9999**step + 1e-5
 
 
 def run_train(shared_datasets, experiment_dir, *flags, check=True, timeout=600):
@@ -76,7 +85,7 @@ def test_logged_schedules_follow_the_official_formulas(two_epoch_run):
     experiment_dir, _ = two_epoch_run
     last = read_log(experiment_dir)[-1]
     step = 7  # the schedules were last set before the 8th minibatch
-    assert float(last["lr"]) == pytest.approx((1e-3 - 1e-5) * 0.9999**step + 1e-5, rel=1e-5)
+    assert float(last["lr"]) == pytest.approx(learning_rate(step), rel=1e-5)
     assert float(last["kl_weight"]) == pytest.approx(0.5 - (0.5 - 0.01) * 0.99995**step, rel=1e-5)
 
 
@@ -203,3 +212,55 @@ def test_other_cells_train_resume_and_draw_through_the_commands(shared_datasets,
                                capture_output=True, text=True, timeout=600, cwd=REPO)
         assert drawn.returncode == 0, drawn.stderr[-3000:]
         assert (pictures / f"{mode}-t0.50-s1.png").stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def shared_run(two_epoch_run, tmp_path_factory):
+    """The two-epoch run (4 steps each), shared as float16 without optimizer state."""
+    folder = tmp_path_factory.mktemp("warm")
+    assert convert_model.main(["--run_dir", str(two_epoch_run[0]), "--share",
+                               str(folder / "shared"), "--float16"]) == 0
+    return folder
+
+
+def test_a_warm_start_goes_on_from_the_weights_epoch_and_step(shared_run, two_epoch_run,
+                                                              shared_datasets):
+    new = shared_run / "new"
+    train = [f"--data_dir={shared_datasets}", f"--experiment_dir={new}", "--verbose=0"]
+    assert seq2seqVAE_train.main([*train, f"--warm_start={shared_run / 'shared'}",
+                                  "--warm_start_steps=4", "--hparams=epochs=3"]) == 0
+    config = json.loads((new / "model_config.json").read_text())
+    shared = json.loads((shared_run / "shared" / "model_config.json").read_text())
+    assert config["warm_start"] == {"from": "shared", "weights": "best.weights.h5", "epoch": 2,
+                                    "step": 8, "moment_steps": 4, "ramp_steps": 8}
+    assert config["hparams"] == {**shared["hparams"], "epochs": 3}
+    assert config["scale_factor"] == shared["scale_factor"]
+    # One epoch, steps 8-11: the last batch began at step 11, 3/8 of the way up the ramp.
+    (row,) = read_log(new)
+    assert int(row["epoch"]) == 2
+    assert float(row["lr"]) == pytest.approx(learning_rate(11) * 3 / 8, rel=1e-5)
+    # The weights are the shared run's: its validation loss, not a new model's.
+    assert float(row["val_loss"]) == pytest.approx(float(read_log(two_epoch_run[0])[-1]["val_loss"]),
+                                                   rel=0.02)
+    checkpoint = new / "checkpoints" / "ckpt-epoch0003-step00000012.weights.h5"
+    assert optimizer_step(checkpoint) == 12
+    # Resumed, the run keeps its ramp: the next epoch's last batch began at step 15, 7/8 up.
+    assert seq2seqVAE_train.main([*train, f"--checkpoint={new}", "--hparams=epochs=4"]) == 0
+    assert float(read_log(new)[-1]["lr"]) == pytest.approx(learning_rate(15) * 7 / 8, rel=1e-5)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--warm_start={shared}", "--checkpoint={shared}"],
+     "--warm_start starts a new run and --checkpoint resumes one: give one"),
+    (["--warm_start={shared}", "--warm_start_steps=0"], "--warm_start_steps must be > 0, got 0"),
+    (["--warm_start={shared}/logs"], "/logs is not a run folder (model_config.json and checkpoints/)"),
+    (["--warm_start={shared}", "--hparams=dec_rnn_size=64"],
+     "best.weights.h5 does not fit this model"),
+])
+def test_warm_start_errors_are_one_line(flags, message, shared_run, shared_datasets, capsys):
+    shared = shared_run / "shared"
+    argv = [f"--data_dir={shared_datasets}", f"--experiment_dir={shared_run / 'refused'}",
+            "--verbose=0", *(flag.format(shared=shared) for flag in flags)]
+    assert seq2seqVAE_train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
