@@ -174,7 +174,8 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(signum, shared_
     ["--checkpoint=runs/old/checkpoints/ckpt-epoch0002-step00000008.weights.h5", "--initial_epoch=2"],
     ["--checkpoint", "runs/old", "--initial_epoch", "2"],  # values as the next word
     ["--check", "runs/old", "--init=2"],  # argparse's abbreviations
-], ids=["with =", "next word", "abbreviated"])
+    ["--warm_start", "examples/sheep", "--warm_start_steps=20"],  # a warm-started run resumes
+], ids=["with =", "next word", "abbreviated", "warm start"])
 def test_the_resume_hint_is_the_command_with_only_its_checkpoint_changed(checkpoint_flags):
     from seq2seqVAE_train import parse_args, resume_command
 
@@ -186,6 +187,7 @@ def test_the_resume_hint_is_the_command_with_only_its_checkpoint_changed(checkpo
     assert words[:2] == ["python", "seq2seqVAE_train.py"]
     resumed, original = parse_args(words[2:]), parse_args(typed)
     assert resumed.checkpoint == run and resumed.initial_epoch is None
+    assert resumed.warm_start is None and resumed.warm_start_steps == 150  # the default
     for flag in ("data_set", "experiment_dir", "hparams", "verbose", "data_dir"):
         assert getattr(resumed, flag) == getattr(original, flag), flag
 
