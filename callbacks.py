@@ -16,6 +16,7 @@ import numpy as np
 
 import utils
 from batch_generator import evaluation_batches
+from sketch_rnn.warm_start import ramp_factor
 
 # Seeds the z noise of every evaluation: validation, the final test and evaluate.py.
 EVALUATION_SEED = 0
@@ -45,8 +46,6 @@ class LearningRateDecay(keras.callbacks.Callback):
         self.warm_start = warm_start
 
     def on_train_batch_begin(self, batch, logs=None):
-        from sketch_rnn.warm_start import ramp_factor
-
         step = global_step(self.model)
         self.model.optimizer.learning_rate.assign(
             learning_rate_at(step, self.hps) * ramp_factor(step, self.warm_start))

@@ -29,6 +29,7 @@ end, test_losses.json: the test split's losses with the best weights (by validat
 import contextlib
 import dataclasses
 import importlib.util
+import math
 import os
 import shlex
 import shutil
@@ -40,6 +41,7 @@ from sketch_rnn.cli import ArgumentParser, quiet_tensorflow
 from sketch_rnn.hparams import HParams
 
 BASE_OVERRIDABLE_ON_RESUME = ("epochs", "steps_per_epoch", "save_every")
+WARM_START_STEPS = 150  # --warm_start_steps' default: tried on the shipped sheep
 
 
 def parse_args(argv=None):
@@ -72,9 +74,10 @@ def parse_args(argv=None):
                              "Its hparams, scale factor and data set are the new run's (--hparams "
                              "and --data_set may change them); training goes on from its epoch "
                              "and step, after Adam's moments are rebuilt at learning rate 0")
-    parser.add_argument("--warm_start_steps", type=int, default=150, metavar="N",
+    parser.add_argument("--warm_start_steps", type=int, default=None, metavar="N",
                         help="--warm_start: steps that rebuild Adam's moments before training; "
-                             "the learning rate then ramps up over 2N steps (default: 150)")
+                             f"the learning rate then ramps up over 2N steps (default: "
+                             f"{WARM_START_STEPS})")
     parser.add_argument("--base_url", default=None,
                         help="download data sets from this base URL instead of the public ones")
     parser.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2],
@@ -167,6 +170,7 @@ def prepare(args, strategy=None):
         requested = [name.strip() for name in args.data_set.split(",")]
         for name in requested:
             utils.check_data_set_name(name, "--data_set")
+    check_warm_start_flags(args, strategy)
     default_name = "_".join(requested or ["aaron_sheep"])
     experiment_dir = args.experiment_dir or os.path.join("experiments", default_name)
     if chief:
@@ -177,12 +181,6 @@ def prepare(args, strategy=None):
     from seq2seqVAE import HParams, load_config
 
     checkpoint, initial_epoch, warm_start = None, 0, None
-    if args.warm_start is not None and args.checkpoint:
-        raise ValueError("--warm_start starts a new run and --checkpoint resumes one: give one")
-    if args.warm_start is not None and strategy is not None:
-        raise ValueError("--warm_start trains on one device; use --distribute=none")
-    if args.warm_start_steps <= 0:
-        raise ValueError(f"--warm_start_steps must be > 0, got {args.warm_start_steps}")
     if args.checkpoint:
         if not os.path.lexists(config_path):
             raise ValueError(f"--checkpoint: {config_path} is missing, so there is no run to resume "
@@ -261,6 +259,26 @@ def prepare(args, strategy=None):
                 max_seq_len_cap=cap, classes=classes, warm_start=warm_start)
 
 
+def check_warm_start_flags(args, strategy):
+    """One-line errors for --warm_start and --warm_start_steps given with flags they exclude
+    or without what they need; sets the default --warm_start_steps."""
+    if args.warm_start is None:
+        if args.warm_start_steps is not None:
+            raise ValueError("--warm_start_steps is a flag of --warm_start")
+        return
+    if args.checkpoint or args.initial_epoch is not None:
+        raise ValueError("--warm_start starts a new run and --checkpoint/--initial_epoch resume "
+                         "one: give one")
+    if args.experiment_dir is None:
+        raise ValueError("--warm_start: give the new run's folder with --experiment_dir")
+    if strategy is not None:
+        raise ValueError("--warm_start trains on one device; use --distribute=none")
+    if args.warm_start_steps is None:
+        args.warm_start_steps = WARM_START_STEPS
+    if args.warm_start_steps <= 0:
+        raise ValueError(f"--warm_start_steps must be > 0, got {args.warm_start_steps}")
+
+
 def warm_start_settings(args):
     """--warm_start: the new run's `warm_start` record (what it starts from and its ramp),
     hparams (the run's, with --hparams applied), scale factor and data set names."""
@@ -270,6 +288,17 @@ def warm_start_settings(args):
     source = warm_start_source(args.warm_start)
     stored_hps, stored = load_config(args.warm_start)
     hps = HParams.parse(args.hparams, base=stored_hps)
+    if hps.max_seq_len == stored_hps.max_seq_len and stored_cap(stored) is not None:
+        # The run's cap, not the length its data had: other data may hold longer sketches.
+        hps = dataclasses.replace(hps, max_seq_len=stored_cap(stored))
+    if source["epoch"] >= hps.epochs:
+        raise ValueError(f"--warm_start: {args.warm_start} is at epoch {source['epoch']} of "
+                         f"epochs={hps.epochs}; train on with --hparams=epochs=N, N > "
+                         f"{source['epoch']}")
+    if source["step"] is None:
+        print(f"{source['weights']}: its global step is unknown; the learning-rate and KL "
+              "schedules start from step 0", file=sys.stderr)
+        source["step"] = 0
     scale_factor, data_sets = stored_data_settings(
         stored, os.path.join(args.warm_start, "model_config.json"))
     record = {"from": os.path.basename(os.path.normpath(args.warm_start)),
@@ -377,7 +406,11 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
     train_batches = training_batches(hps, loaders["train"])
     if checkpoint is None and warm_start is not None:
         bar = args.verbose == 1 or (args.verbose is None and sys.stdout.isatty())
-        rebuild_optimizer_state(model, hps, warm_start, train_batches, initial_epoch, bar)
+        try:
+            rebuild_optimizer_state(model, hps, warm_start, train_batches, initial_epoch, bar)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     # A cnn model's batches carry pictures of their (augmented) sketches, rendered per batch.
     valid_batches = evaluation_batches(loaders["valid"], hps.batch_size, batch_renderer(hps))
 
@@ -501,6 +534,9 @@ def rebuild_optimizer_state(model, hps, warm_start, train_batches, epoch, verbos
     train_batches.epoch = epoch
     kl_weight = kl_weight_at(warm_start["step"], hps) if hps.has_kl_term else None
     loss = rebuild_adam_moments(model, train_batches, steps, warm_start["step"], kl_weight, verbose)
+    if not math.isfinite(loss):
+        raise ValueError(f"--warm_start: the training loss of {warm_start['path']} is {loss} on "
+                         "this data; the weights cannot be trained on")
     print(f"Adam's moments rebuilt (training loss of the weights over those steps: {loss:.4f})")
 
 

@@ -14,6 +14,10 @@ reconstruction loss from 0.008 to 0.49.) A warm start therefore
    schedules go on where they were;
 3. ramps the learning rate from 0 to the scheduled one over the next `2 * steps` steps
    (`ramp_factor`).
+
+Adam's own bias correction then divides by 1 - beta**(step + 1) again: nothing at the sheep's
+step 11470, but for weights of a few hundred steps the first steps are smaller than scheduled
+(to about 0.3 of it up to a few hundred steps), and the ramp makes them smaller still.
 """
 
 import os
@@ -29,11 +33,13 @@ def warm_start_source(run_dir):
     """The weights a warm start from `run_dir` loads and where they were in training.
 
     Returns:
-        dict: `run_dir`, `weights` (best.weights.h5, else the newest checkpoint), `epoch` and
-        `step` (0 where unknown; an imported official checkpoint knows its global step).
+        dict: `run_dir`, `weights` (best.weights.h5, else the newest checkpoint), `epoch` (0
+        where unknown) and `step` (None where unknown): from the weights' name, best.json or
+        the `source` of a shared run; an imported official checkpoint knows its global step
+        (also when shared: its `source.origin`).
 
     Raises:
-        ValueError: one line, if run_dir is not a run folder.
+        ValueError: one line, if run_dir is not a run folder or holds no weights.
     """
     from sketch_rnn.drawing import default_checkpoint
 
@@ -41,14 +47,18 @@ def warm_start_source(run_dir):
         raise ValueError(f"--warm_start: {run_dir} is not a run folder (model_config.json and "
                          "checkpoints/); give a training run, a shared run (convert_model.py "
                          "--share) or an imported one (--from_magenta)")
-    weights = default_checkpoint(run_dir)
+    try:
+        weights = default_checkpoint(run_dir)
+    except FileNotFoundError as err:
+        raise ValueError(f"--warm_start: {err}") from None
     position = checkpoint_position(run_dir, weights)
-    source = read_json_config(os.path.join(run_dir, "model_config.json")).get("source")
     step = position.get("step")
-    if step is None and isinstance(source, dict) and isinstance(source.get("global_step"), int):
-        step = source["global_step"]
-    return {"run_dir": run_dir, "weights": weights, "epoch": position.get("epoch", 0),
-            "step": step or 0}
+    source = read_json_config(os.path.join(run_dir, "model_config.json")).get("source")
+    while step is None and isinstance(source, dict):
+        if isinstance(source.get("global_step"), int) and not isinstance(source["global_step"], bool):
+            step = source["global_step"]
+        source = source.get("origin")
+    return {"run_dir": run_dir, "weights": weights, "epoch": position.get("epoch", 0), "step": step}
 
 
 def ramp_factor(step, warm_start):

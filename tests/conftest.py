@@ -43,22 +43,13 @@ def node_modules():
 
 
 JAX_RUN = "test_model_training_and_sampling_tests_pass_on_jax"  # tests/test_backends.py
+_jax_run_modules = []  # the module that started the JAX run, to end it at the session's end
 
 
-@pytest.hookimpl(trylast=True)  # after -k and -m have deselected what they deselect
 def pytest_collection_modifyitems(config, items):
     """Tests marked tensorflow_only (the TensorFlow engines, tf.GradientTape references) are
-    skipped on the other Keras backends (KERAS_BACKEND=jax, as tests/test_backends.py runs).
-
-    On TensorFlow, the JAX run of tests/test_backends.py starts now, in a child process beside
-    the rest of the suite, and its test, which waits for it, moves to the end."""
+    skipped on the other Keras backends (KERAS_BACKEND=jax, as tests/test_backends.py runs)."""
     if keras.backend.backend() == "tensorflow":
-        jax_runs = [item for item in items if item.name == JAX_RUN]
-        if jax_runs and not config.option.collectonly:
-            for item in jax_runs:
-                items.remove(item)
-                items.append(item)
-            jax_runs[0].module.start_jax_run()
         return
     skip = pytest.mark.skip(reason=f"TensorFlow only; this run is on {keras.backend.backend()}")
     for item in items:
@@ -66,9 +57,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def pytest_collection_finish(session):
+    """On TensorFlow, starts the JAX run of tests/test_backends.py in a child process beside
+    the rest of the suite, and moves its test, which waits for it, to the end. Here, after
+    every plugin has chosen and ordered the tests (-k, -m, --lf, --ff): only when it runs."""
+    if keras.backend.backend() != "tensorflow" or session.config.option.collectonly:
+        return
+    jax_runs = [item for item in session.items if item.name == JAX_RUN]
+    if jax_runs:
+        for item in jax_runs:
+            session.items.remove(item)
+            session.items.append(item)
+        jax_runs[0].module.start_jax_run()
+        _jax_run_modules.append(jax_runs[0].module)
+
+
 def pytest_sessionfinish(session):
     """Ends the JAX run if the suite stopped before its test waited for it (-x, Ctrl-C)."""
-    for item in getattr(session, "items", []):
-        if item.name == JAX_RUN:
-            item.module.stop_jax_run()
-            break
+    for module in _jax_run_modules:
+        module.stop_jax_run()

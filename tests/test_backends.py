@@ -23,7 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ON_JAX = ["tests/test_cells.py", "tests/test_model.py", "tests/test_sampling.py",
-          "tests/test_train.py"]
+          "tests/test_train.py", "tests/test_warm_start.py"]
 # Of the training command's tests, one run (the others check argument handling, resuming and
 # the other cells' runs, the same code on every backend, and a training run on JAX costs about
 # a minute of compiling; what a resume restores is checked on JAX by test_model.py's
@@ -70,7 +70,7 @@ def test_model_training_and_sampling_tests_pass_on_jax():
         returncode = _child["process"].wait(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         stop_jax_run()
-        pytest.fail(f"the JAX run took more than {TIMEOUT} s")
+        pytest.fail(f"the JAX run was still running {TIMEOUT} s after this test began waiting")
     _child["output"].seek(0)
     stdout = _child["output"].read()
     command = _child["command"]
