@@ -511,14 +511,8 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
 
 def load_warm_start_weights(model, path):
     """--warm_start: loads a weights file without optimizer state into a built model."""
-    from sketch_rnn import legacy
-    from utils import first_line
-
-    try:
-        legacy.load_weights(model, path)
-    except (ValueError, TypeError, KeyError, OSError) as err:
-        raise ValueError(f"--warm_start: {path} does not fit this model ({first_line(err)}); "
-                         "--hparams may change training, not the model") from None
+    load_weights_file(model, path, "--warm_start",
+                      "; --hparams may change training, not the model")
 
 
 def rebuild_optimizer_state(model, hps, warm_start, train_batches, epoch, verbose):
@@ -754,21 +748,26 @@ def load_checkpoint(model, path):
     import keras
     import numpy as np
 
-    from sketch_rnn import legacy
-    from utils import first_line
-
     model.optimizer.build(model.trainable_variables)
-    try:
-        legacy.load_weights(model, path)  # converts a file of the former layout
-    except (ValueError, TypeError, KeyError, OSError) as err:
-        # Keras says "N objects could not be loaded. Example error message for <layer>:",
-        # the reason on the next line, then the whole variable's values: cut it short.
-        reason = first_line(err)
-        raise ValueError(f"--checkpoint: {path} does not fit this model ({reason})") from None
+    load_weights_file(model, path, "--checkpoint")
     for variable in [*model.weights, *model.optimizer.variables]:
         if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
             raise ValueError(f"--checkpoint: {path} holds NaN or infinite values in "
                              f"{variable.path}; resume from an earlier checkpoint")
+
+
+def load_weights_file(model, path, flag, advice=""):
+    """Loads a weights file into the model (a file of the former layout is converted), or
+    raises one line naming `flag`, the file and why it does not fit, then `advice`."""
+    from sketch_rnn import legacy
+    from utils import first_line
+
+    try:
+        legacy.load_weights(model, path)
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        # Keras says "N objects could not be loaded. Example error message for <layer>:",
+        # the reason on the next line, then the whole variable's values: cut it short.
+        raise ValueError(f"{flag}: {path} does not fit this model ({first_line(err)}){advice}") from None
 
 
 def print_resume_hint(command_line, experiment_dir, last_saved):
@@ -783,8 +782,8 @@ def print_resume_hint(command_line, experiment_dir, last_saved):
 def resume_command(command_line, experiment_dir):
     """The shell command that resumes a run started with `command_line` (the flags, as typed).
 
-    It keeps every flag but --checkpoint, --initial_epoch and --warm_start* (with their values, written with
-    "=" or as the next word; argparse's abbreviations such as --check too) and asks for the
+    It keeps every flag but --checkpoint, --initial_epoch and --warm_start* (with their values,
+    written with "=" or as the next word; argparse's abbreviations such as --check too) and asks for the
     newest checkpoint of the run folder, whose name gives the epoch.
     """
     dropped = ("--checkpoint", "--initial_epoch", "--warm_start", "--warm_start_steps")

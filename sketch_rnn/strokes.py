@@ -141,7 +141,6 @@ def read_sketch(path):
         def is_row(item, width):
             return isinstance(item, list) and len(item) == width and all(map(is_number, item))
 
-
         if not isinstance(data, list) or not data:
             raise ValueError(f"{path}: {expected}")
         if all(is_row(row, 3) for row in data):
