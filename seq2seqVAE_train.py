@@ -282,11 +282,10 @@ def check_warm_start_flags(args, strategy):
 def warm_start_settings(args):
     """--warm_start: the new run's `warm_start` record (what it starts from and its ramp),
     hparams (the run's, with --hparams applied), scale factor and data set names."""
-    from seq2seqVAE import load_config
     from sketch_rnn.warm_start import warm_start_source
 
     source = warm_start_source(args.warm_start)
-    stored_hps, stored = load_config(args.warm_start)
+    stored_hps, stored = source["hparams"], source["config"]
     hps = HParams.parse(args.hparams, base=stored_hps)
     if hps.max_seq_len == stored_hps.max_seq_len and stored_cap(stored) is not None:
         # The run's cap, not the length its data had: other data may hold longer sketches.

@@ -25,7 +25,7 @@ import os
 import keras
 import numpy as np
 
-from sketch_rnn.files import read_json_config
+from sketch_rnn.hparams import load_config
 from sketch_rnn.run_folder import checkpoint_position, is_run_folder
 
 
@@ -36,7 +36,8 @@ def warm_start_source(run_dir):
         dict: `run_dir`, `weights` (best.weights.h5, else the newest checkpoint), `epoch` (0
         where unknown) and `step` (None where unknown): from the weights' name, best.json or
         the `source` of a shared run; an imported official checkpoint knows its global step
-        (also when shared: its `source.origin`).
+        (also when shared: its `source.origin`); `hparams` and `config`: the run's
+        model_config.json (`load_config`).
 
     Raises:
         ValueError: one line, if run_dir is not a run folder or holds no weights.
@@ -53,12 +54,14 @@ def warm_start_source(run_dir):
         raise ValueError(f"--warm_start: {err}") from None
     position = checkpoint_position(run_dir, weights)
     step = position.get("step")
-    source = read_json_config(os.path.join(run_dir, "model_config.json")).get("source")
+    hps, config = load_config(run_dir)
+    source = config.get("source")
     while step is None and isinstance(source, dict):
         if isinstance(source.get("global_step"), int) and not isinstance(source["global_step"], bool):
             step = source["global_step"]
         source = source.get("origin")
-    return {"run_dir": run_dir, "weights": weights, "epoch": position.get("epoch", 0), "step": step}
+    return {"run_dir": run_dir, "weights": weights, "epoch": position.get("epoch", 0), "step": step,
+            "hparams": hps, "config": config}
 
 
 def ramp_factor(step, warm_start):
