@@ -305,6 +305,8 @@ def warm_start_settings(args):
               "epoch": source["epoch"], "step": source["step"],
               "moment_steps": args.warm_start_steps, "ramp_steps": 2 * args.warm_start_steps,
               "path": source["weights"]}
+    if stored.get("warm_start"):  # the source's own start, and so on back: the weights' path
+        record["previous"] = stored["warm_start"]
     return record, hps, scale_factor, data_sets
 
 

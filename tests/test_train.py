@@ -249,6 +249,12 @@ def test_a_warm_start_goes_on_from_the_weights_epoch_and_step(shared_run, two_ep
     # Resumed, the run keeps its ramp: the next epoch's last batch began at step 15, 7/8 up.
     assert seq2seqVAE_train.main([*train, f"--checkpoint={new}", "--hparams=epochs=4"]) == 0
     assert float(read_log(new)[-1]["lr"]) == pytest.approx(learning_rate(15) * 7 / 8, rel=1e-5)
+    # A start from this run records it and, as `previous`, the start it came from.
+    newer = seq2seqVAE_train.parse_args([*train, f"--warm_start={new}", "--warm_start_steps=4",
+                                         "--hparams=epochs=5"])
+    record = seq2seqVAE_train.warm_start_settings(newer)[0]
+    assert record["from"] == "new" and record["step"] == 4 * record["epoch"]
+    assert record["previous"] == config["warm_start"]
 
 
 @pytest.mark.parametrize("flags, message", [
