@@ -152,7 +152,7 @@ def draw(args):
     seed = args.seed
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0] % 1_000_000)
-    picture = picture_name(args, seed)
+    picture = picture_name(args, seed, indices)
     # Before the model loads: a grid's picture is one file; GIFs are numbered from 000.
     first = f"{picture}-000.gif" if args.format == "gif" else f"{picture}.{args.format}"
     check_free([os.path.join(output_dir, first)], args.force)
@@ -260,9 +260,10 @@ def redraw_pictures(args, drawer, draw_options, drawn_labels):
     return sketches, labels, sketches
 
 
-def picture_name(args, seed):
+def picture_name(args, seed, indices=None):
     """<mode>-t<temperature>-s<seed>, "greedy" for the temperature with --greedy; an
-    interpolation other than the default (lerp, independent noise) says so after the mode."""
+    interpolation names its two test sketches after the mode (`indices`, 0 and 1 by default),
+    then what it does other than the default (lerp, independent noise)."""
     if args.greedy:
         tau = "greedy"
     else:  # two decimals, more only where they are needed
@@ -270,7 +271,8 @@ def picture_name(args, seed):
         tau = f"t{t:.2f}" if round(t, 2) == t else f"t{t:g}"
     variant = ""
     if args.mode == "interpolate":
-        variant = ("-lerp" if args.method == "lerp" else "") + (
+        first, last = indices or (0, 1)
+        variant = f"-{first}-{last}" + ("-lerp" if args.method == "lerp" else "") + (
             "-independent" if args.independent_noise else "")
     return f"{args.mode}{variant}-{tau}-s{seed}"
 

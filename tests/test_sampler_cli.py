@@ -199,17 +199,18 @@ def test_flags_that_do_nothing_in_a_mode_are_refused(flags, fragment, tmp_path):
 
 
 @pytest.mark.parametrize("flags, name", [
-    (["--mode=interpolate"], "interpolate-t0.50-s7"),
-    (["--mode=interpolate", "--method=lerp"], "interpolate-lerp-t0.50-s7"),
+    (["--mode=interpolate"], "interpolate-0-1-t0.50-s7"),
+    (["--mode=interpolate", "--indices=6,1", "--method=lerp"], "interpolate-6-1-lerp-t0.50-s7"),
     (["--mode=interpolate", "--independent_noise", "--temperature=0.125"],
-     "interpolate-independent-t0.125-s7"),
-    (["--mode=interpolate", "--method=lerp", "--independent_noise", "--greedy"],
-     "interpolate-lerp-independent-greedy-s7"),
+     "interpolate-0-1-independent-t0.125-s7"),
+    (["--mode=interpolate", "--indices=2,5", "--method=lerp", "--independent_noise", "--greedy"],
+     "interpolate-2-5-lerp-independent-greedy-s7"),
     (["--mode=complete", "--temperature=1"], "complete-t1.00-s7"),
 ])
 def test_picture_names_tell_the_drawings_apart(flags, name):
     args = seq2seqVAE_sample.parse_args(["--run_dir=x", *flags])
-    assert seq2seqVAE_sample.picture_name(args, 7) == name
+    indices = seq2seqVAE_sample.parse_indices(args, 10) if args.mode == "interpolate" else None
+    assert seq2seqVAE_sample.picture_name(args, 7, indices) == name
 
 
 def test_the_test_data_is_read_and_indices_checked_before_the_model_loads(

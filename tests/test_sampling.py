@@ -493,10 +493,10 @@ def test_sampling_command_writes_pictures(tmp_path, shared_datasets, capsys, mon
     assert seq2seqVAE_sample.main(common + ["--mode=interpolate", "--indices=2,5", "--count=4",
                                             "--format=gif", "--gif_size=64", "--greedy"]) == 0
     gifs = sorted(out.glob("interpolate-*.gif"))
-    assert [p.name for p in gifs] == [f"interpolate-greedy-s3-00{i}.gif" for i in range(4)]
+    assert [p.name for p in gifs] == [f"interpolate-2-5-greedy-s3-00{i}.gif" for i in range(4)]
     assert Image.open(gifs[0]).size == (64, 64)
     assert seq2seqVAE_sample.main(common + ["--mode=interpolate", "--indices=2,5", "--count=4"]) == 0
-    texts = ET.parse(out / "interpolate-t0.50-s3.svg").getroot().iter("{http://www.w3.org/2000/svg}text")
+    texts = ET.parse(out / "interpolate-2-5-t0.50-s3.svg").getroot().iter("{http://www.w3.org/2000/svg}text")
     assert [t.text for t in texts] == ["test 2", "0.00", "0.33", "0.67", "1.00", "test 5"]
 
     capsys.readouterr()
