@@ -262,7 +262,7 @@ def redraw_pictures(args, drawer, draw_options, drawn_labels):
 
 def picture_name(args, seed, indices=None):
     """<mode>-t<temperature>-s<seed>, "greedy" for the temperature with --greedy; an
-    interpolation names its two test sketches after the mode (`indices`, 0 and 1 by default),
+    interpolation names its two test sketches after the mode (`indices`, from parse_indices),
     then what it does other than the default (lerp, independent noise)."""
     if args.greedy:
         tau = "greedy"
@@ -271,7 +271,7 @@ def picture_name(args, seed, indices=None):
         tau = f"t{t:.2f}" if round(t, 2) == t else f"t{t:g}"
     variant = ""
     if args.mode == "interpolate":
-        first, last = indices or (0, 1)
+        first, last = indices
         variant = f"-{first}-{last}" + ("-lerp" if args.method == "lerp" else "") + (
             "-independent" if args.independent_noise else "")
     return f"{args.mode}{variant}-{tau}-s{seed}"
