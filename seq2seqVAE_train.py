@@ -41,6 +41,8 @@ from sketch_rnn.cli import ArgumentParser, quiet_tensorflow
 from sketch_rnn.hparams import HParams
 
 BASE_OVERRIDABLE_ON_RESUME = ("epochs", "steps_per_epoch", "save_every")
+# A resume may also set a new learning-rate schedule; model_config.json records the change.
+SCHEDULE_HPARAMS = ("learning_rate", "min_learning_rate", "decay_rate")
 WARM_START_STEPS = 150  # --warm_start_steps' default: tried on the shipped sheep
 
 
@@ -180,7 +182,7 @@ def prepare(args, strategy=None):
 
     from seq2seqVAE import HParams, load_config
 
-    checkpoint, initial_epoch, warm_start = None, 0, None
+    checkpoint, initial_epoch, warm_start, schedule_change = None, 0, None, None
     if args.checkpoint:
         if not os.path.lexists(config_path):
             raise ValueError(f"--checkpoint: {config_path} is missing, so there is no run to resume "
@@ -192,6 +194,7 @@ def prepare(args, strategy=None):
             hps = dataclasses.replace(hps, max_seq_len=stored_hps.max_seq_len)
         check_same_model(stored_hps, hps, config_path)
         checkpoint, initial_epoch = find_checkpoint(args.checkpoint, args.initial_epoch)
+        schedule_change = changed_schedule(stored_hps, hps, initial_epoch)
         scale_factor, data_sets = stored_data_settings(stored, config_path)
         warm_start = stored.get("warm_start")  # a warm-started run's learning-rate ramp
         if requested is not None and sorted(requested) != sorted(data_sets):
@@ -256,7 +259,8 @@ def prepare(args, strategy=None):
                          f"multiple of {replicas}")
     return dict(hps=hps, loaders=loaders, scale_factor=scale_factor, data_sets=data_sets,
                 experiment_dir=experiment_dir, checkpoint=checkpoint, initial_epoch=initial_epoch,
-                max_seq_len_cap=cap, classes=classes, warm_start=warm_start)
+                max_seq_len_cap=cap, classes=classes, warm_start=warm_start,
+                schedule_change=schedule_change)
 
 
 def check_warm_start_flags(args, strategy):
@@ -311,7 +315,7 @@ def warm_start_settings(args):
 
 
 def train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir, checkpoint,
-          initial_epoch, max_seq_len_cap, classes, warm_start):
+          initial_epoch, max_seq_len_cap, classes, warm_start, schedule_change=None):
     """Builds the model, trains with checkpoints, then evaluates on the test split.
 
     With a strategy, the model is built in its scope and every worker runs this; the chief
@@ -323,7 +327,7 @@ def train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir,
     if chief:
         return _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir,
                       experiment_dir, checkpoint, initial_epoch, max_seq_len_cap, classes,
-                      warm_start, chief=True)
+                      warm_start, schedule_change, chief=True)
     scratch = args.worker_scratch_dir or tempfile.mkdtemp(prefix="sketch-rnn-worker-")
     print(f"Not the chief: checkpoints go to {scratch}; the chief writes {experiment_dir}")
     try:
@@ -336,14 +340,14 @@ def train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir,
                 shutil.copyfile(source, os.path.join(scratch, "checkpoints", name))
         return _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir,
                       scratch, checkpoint, initial_epoch, max_seq_len_cap, classes,
-                      warm_start, chief=False)
+                      warm_start, None, chief=False)
     finally:
         if args.worker_scratch_dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir, write_dir,
-           checkpoint, initial_epoch, max_seq_len_cap, classes, warm_start, chief):
+           checkpoint, initial_epoch, max_seq_len_cap, classes, warm_start, schedule_change, chief):
     import keras
 
     from batch_generator import evaluation_batches
@@ -403,6 +407,8 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+    if schedule_change is not None:  # only once the checkpoint has loaded
+        record_schedule_change(config_path, hps, schedule_change)
 
     train_batches = training_batches(hps, loaders["train"])
     if checkpoint is None and warm_start is not None:
@@ -662,11 +668,38 @@ def check_experiment_dir(path):
 
 
 def check_same_model(stored, requested, config_path):
-    """Resuming may change only the run length and checkpoint interval, not the model."""
+    """Resuming may change only the run length, checkpoint interval and learning-rate
+    schedule, not the model."""
     for key, value in requested.to_dict().items():
-        if key not in BASE_OVERRIDABLE_ON_RESUME and getattr(stored, key) != value:
+        if key not in BASE_OVERRIDABLE_ON_RESUME + SCHEDULE_HPARAMS and getattr(stored, key) != value:
             raise ValueError(f"--hparams: {key}={value} does not match the run being resumed "
                              f"({key}={getattr(stored, key)} in {config_path})")
+
+
+def changed_schedule(stored, requested, initial_epoch):
+    """The learning-rate hparams a resume changes, before and after, or None."""
+    before = {key: getattr(stored, key) for key in SCHEDULE_HPARAMS
+              if getattr(stored, key) != getattr(requested, key)}
+    if not before:
+        return None
+    return {"after_epoch": initial_epoch, "before": before,
+            "hparams": {key: getattr(requested, key) for key in before}}
+
+
+def record_schedule_change(config_path, hps, change):
+    """Stores a resume's new learning-rate schedule in the run's config, so that the next
+    resume goes on with it, and appends the change to the config's `schedule_changes`."""
+    from callbacks import write_json_atomically
+    from seq2seqVAE import load_config
+
+    _, config = load_config(os.path.dirname(config_path))
+    config["hparams"].update(change["hparams"])
+    config.setdefault("schedule_changes", []).append(change)
+    write_json_atomically(config, config_path)
+    changes = ", ".join(f"{key}={value} (was {change['before'][key]})"
+                        for key, value in change["hparams"].items())
+    print(f"Learning-rate schedule from epoch {change['after_epoch'] + 1}: {changes}; "
+          f"recorded in {config_path}")
 
 
 def stored_data_settings(stored, config_path):

@@ -4,6 +4,7 @@
 import csv
 import json
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +53,17 @@ def newest_checkpoint(experiment_dir):
     return sorted((Path(experiment_dir) / "checkpoints").glob("ckpt-*.weights.h5"))[-1]
 
 
+def stopped_after_one_epoch(run, folder):
+    """`folder` as a run of `run`'s config would be after its first epoch: the config and
+    that epoch's checkpoint. The checkpoint of a longer run's first epoch is the checkpoint
+    of a one-epoch run: same batches (drawn from seed and epoch), same steps."""
+    (folder / "checkpoints").mkdir(parents=True)
+    shutil.copy(Path(run) / "model_config.json", folder)
+    (first,) = (Path(run) / "checkpoints").glob("ckpt-epoch0001-*.weights.h5")
+    shutil.copy(first, folder / "checkpoints")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def two_epoch_run(shared_datasets, tmp_path_factory):
     experiment_dir = tmp_path_factory.mktemp("straight")
@@ -91,54 +103,47 @@ def test_logged_schedules_follow_the_official_formulas(two_epoch_run):
 
 def test_resume_continues_exactly_where_the_run_stopped(two_epoch_run, shared_datasets, tmp_path):
     straight_dir, _ = two_epoch_run
-    run_train(shared_datasets, tmp_path, f"--hparams={TINY},epochs=1")
-    first = newest_checkpoint(tmp_path)
+    first = newest_checkpoint(stopped_after_one_epoch(straight_dir, tmp_path))
     assert optimizer_step(first) == 4
     resumed = run_train(shared_datasets, tmp_path, "--hparams=epochs=2", f"--checkpoint={first}",
                         "--initial_epoch=1")
     assert "resuming from" in resumed.stdout
     assert optimizer_step(newest_checkpoint(tmp_path)) == optimizer_step(newest_checkpoint(straight_dir))
     straight, split = read_log(straight_dir), read_log(tmp_path)
-    assert [row["epoch"] for row in split] == ["0", "1"]
+    assert [row["epoch"] for row in split] == ["1"]
     for column in ("lr", "kl_weight"):
-        assert float(split[1][column]) == pytest.approx(float(straight[1][column]), rel=1e-6)
+        assert float(split[0][column]) == pytest.approx(float(straight[1][column]), rel=1e-6)
     # Same batches, same optimizer moments, same dropout and z noise: the same losses.
     for column in ("loss", "reconstruction_loss", "kl_loss", "val_loss"):
-        assert float(split[1][column]) == pytest.approx(float(straight[1][column]), rel=1e-4), column
+        assert float(split[0][column]) == pytest.approx(float(straight[1][column]), rel=1e-4), column
+
+    # A third epoch with a new learning-rate schedule: Adam's moments go on, the rate follows
+    # the new formula from that step on, and the config records the change for the next resume.
+    run_train(shared_datasets, tmp_path, "--hparams=epochs=3,learning_rate=2e-4,min_learning_rate=1e-4",
+              f"--checkpoint={tmp_path}")
+    assert optimizer_step(newest_checkpoint(tmp_path)) == 12
+    step = 11
+    assert float(read_log(tmp_path)[1]["lr"]) == pytest.approx((2e-4 - 1e-4) * 0.9999**step + 1e-4,
+                                                                rel=1e-5)
+    config = json.loads((tmp_path / "model_config.json").read_text())
+    assert config["schedule_changes"] == [{
+        "after_epoch": 2, "before": {"learning_rate": 1e-3, "min_learning_rate": 1e-5},
+        "hparams": {"learning_rate": 2e-4, "min_learning_rate": 1e-4}}]
+    resumed_again = seq2seqVAE_train.prepare(seq2seqVAE_train.parse_args([
+        f"--data_dir={shared_datasets}", f"--experiment_dir={tmp_path}", "--hparams=epochs=4",
+        f"--checkpoint={tmp_path}"]))
+    assert (resumed_again["hps"].learning_rate, resumed_again["hps"].min_learning_rate) == (2e-4, 1e-4)
+    assert resumed_again["schedule_change"] is None
 
 
 def test_resume_from_the_run_folder_picks_the_newest_complete_checkpoint(two_epoch_run,
                                                                          shared_datasets, tmp_path):
-    run_train(shared_datasets, tmp_path, f"--hparams={TINY},epochs=2")
+    shutil.copytree(two_epoch_run[0], tmp_path, dirs_exist_ok=True)
     newest = newest_checkpoint(tmp_path)
     newest.write_bytes(newest.read_bytes()[:1000])  # a truncated file, as after a crash
     result = run_train(shared_datasets, tmp_path, "--hparams=epochs=2", f"--checkpoint={tmp_path}")
     assert "skipping incomplete checkpoint" in result.stderr
     assert "ckpt-epoch0001-step00000004" in result.stdout
-
-
-def test_hparam_typo_is_a_one_line_error(tmp_path, shared_datasets):
-    result = run_train(shared_datasets, tmp_path / "run", "--hparams=dec_rnn_sise=64", check=False)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        result.stderr.strip().splitlines()[-1]] or "Traceback" not in result.stderr
-    assert "unknown hparam 'dec_rnn_sise'" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_resume_with_another_model_is_refused(two_epoch_run, shared_datasets):
-    experiment_dir, _ = two_epoch_run
-    result = run_train(shared_datasets, experiment_dir, "--hparams=dec_rnn_size=64",
-                       f"--checkpoint={experiment_dir}", check=False)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "dec_rnn_size=64 does not match the run being resumed" in result.stderr
-
-
-def test_a_new_run_never_overwrites_an_existing_one(two_epoch_run, shared_datasets):
-    experiment_dir, _ = two_epoch_run
-    before = (experiment_dir / "model_config.json").read_bytes()
-    result = run_train(shared_datasets, experiment_dir, f"--hparams={TINY}", check=False)
-    assert result.returncode == 2 and "already holds a run" in result.stderr
-    assert (experiment_dir / "model_config.json").read_bytes() == before
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -201,10 +206,10 @@ def test_other_cells_train_resume_and_draw_through_the_commands(shared_datasets,
     encoder, decoder = (kind.split("=")[1] for kind in cells.split(","))
     assert f"encoder_fw ({encoder}, 16 units): generic unroll" in result.stdout
     assert f"decoder_lstm ({decoder}, 32 units): generic unroll" in result.stdout
-    run_train(shared_datasets, split, f"--hparams={hparams},epochs=1")
-    run_train(shared_datasets, split, "--hparams=epochs=2", f"--checkpoint={split}")
+    run_train(shared_datasets, stopped_after_one_epoch(straight, split), "--hparams=epochs=2",
+              f"--checkpoint={split}")
     for column in ("loss", "reconstruction_loss", "kl_loss", "val_loss"):
-        assert float(read_log(split)[1][column]) == pytest.approx(
+        assert float(read_log(split)[0][column]) == pytest.approx(
             float(read_log(straight)[1][column]), rel=1e-4), column
     pictures = tmp_path / "pictures"
     command = [sys.executable, str(REPO / "seq2seqVAE_sample.py"), f"--run_dir={split}",
