@@ -158,9 +158,10 @@ def draws(seed, steps, batch):
     return noise.astype(np.float32)
 
 
-@pytest.mark.parametrize("conditional", [True, False])
-@pytest.mark.parametrize("greedy", [False, True])
-@pytest.mark.parametrize("matmul_dtype", ["float32", "bfloat16"])
+# Each pair of the three two-valued settings in some case (4 cases, not all 8), per cell.
+@pytest.mark.parametrize("conditional, greedy, matmul_dtype", [
+    (True, False, "float32"), (True, True, "bfloat16"), (False, False, "bfloat16"),
+    (False, True, "float32")])
 @pytest.mark.parametrize("cell", CELLS)
 def test_compiled_sampler_matches_step_by_step_reference(conditional, greedy, matmul_dtype, cell):
     model = tiny_model(f"conditional={conditional},lstm_matmul_dtype={matmul_dtype},dec_model={cell}",
