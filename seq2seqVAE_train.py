@@ -408,7 +408,7 @@ def _train(args, strategy, hps, loaders, scale_factor, data_sets, experiment_dir
             print(f"error: {err}", file=sys.stderr)
             return 2
     if schedule_change is not None:  # only once the checkpoint has loaded
-        record_schedule_change(config_path, hps, schedule_change)
+        record_schedule_change(config_path, schedule_change)
 
     train_batches = training_batches(hps, loaders["train"])
     if checkpoint is None and warm_start is not None:
@@ -686,7 +686,7 @@ def changed_schedule(stored, requested, initial_epoch):
             "hparams": {key: getattr(requested, key) for key in before}}
 
 
-def record_schedule_change(config_path, hps, change):
+def record_schedule_change(config_path, change):
     """Stores a resume's new learning-rate schedule in the run's config, so that the next
     resume goes on with it, and appends the change to the config's `schedule_changes`."""
     from callbacks import write_json_atomically
