@@ -5,9 +5,11 @@ KERAS_BACKEND=jax; the tests marked tensorflow_only (the TensorFlow engines and 
 references written with tf.GradientTape) are skipped there. It runs from the TensorFlow
 suite (the README's one test command) and is skipped where JAX is not installed.
 
-The child starts when the suite has been collected (`conftest.py` calls `start_jax_run`) and
-works beside the TensorFlow tests, much of whose time is Python and compiling on one core;
-this test, moved to the end of the suite, waits for it and reads its result.
+The child works beside the TensorFlow tests, much of whose time is Python and compiling on
+one core. In the README's run (pytest-xdist, two workers) this test goes first: the worker that
+takes it starts the child and waits for it while the other worker runs the suite. Without
+pytest-xdist (-n 0), the child starts when the suite has been collected (`conftest.py` calls
+`start_jax_run`) and this test, moved to the end of the suite, waits for it.
 """
 
 import importlib.util
@@ -41,8 +43,8 @@ def start_jax_run():
         return
     output = tempfile.TemporaryFile("w+")
     basetemp = tempfile.mkdtemp(prefix="sketch-rnn-jax-tests-")  # its own, beside the parent's
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={basetemp}",
-               "-k", TRAINING, *ON_JAX]
+    command = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+               f"--basetemp={basetemp}", "-k", TRAINING, *ON_JAX]
     process = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, KERAS_BACKEND="jax"),
                                stdout=output, stderr=subprocess.STDOUT, text=True)
     _child.update(process=process, output=output, command=command, basetemp=basetemp)

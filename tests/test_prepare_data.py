@@ -660,12 +660,15 @@ def test_ctrl_c_leaves_no_file(big_ndjson, tmp_path):
     process = subprocess.Popen([sys.executable, str(REPO / "prepare_data.py"), str(path),
                                 "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
+    seen = []
     for line in process.stderr:  # the progress lines: wait for reading to start
+        seen.append(line)
         if "reading" in line:
             break
+    assert process.poll() is None, f"the run ended before it was interrupted: {seen}"
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 130 and "interrupted: nothing written" in err
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted: nothing written" in err, (seen, out, err)
     assert os.listdir(tmp_path) == []
 
 
