@@ -24,7 +24,8 @@ Usage:
 
 Pictures go to --output_dir (default <run_dir>/drawings), named after the mode, temperature
 and seed: <mode>-t<temperature>-s<seed>.svg or .png, one grid, or <mode>-t<temperature>-
-s<seed>-NNN.gif, one per drawn sketch ("greedy" for the temperature with --greedy). A file
+s<seed>-NNN.gif, one per drawn sketch ("greedy" for the temperature with --greedy;
+-p<pen temperature> after it with --pen_temperature). A file
 that exists is an error unless --force. A grid fits each sketch into a --cell_size square;
 with --cell_size=0, and in GIFs without --gif_size, sketches are drawn at the data's size,
 un-normalised with the run's stored scale factor. reconstruct, interpolate and complete read
@@ -64,6 +65,10 @@ def parse_args(argv=None):
     parser.add_argument("--temperature", type=float, default=0.5,
                         help="sampling temperature tau > 0: lower is tidier, 1 is the model's own "
                              "distribution (default: 0.5)")
+    parser.add_argument("--pen_temperature", type=float, default=None,
+                        help="temperature of the pen states alone (lift, end), > 0; by default "
+                             "--temperature, as in the paper. At a low --temperature, 1 lets "
+                             "sketches end where the model would instead of looping on")
     parser.add_argument("--greedy", action="store_true",
                         help="draw the most likely points instead of sampling (ignores temperature)")
     parser.add_argument("--seed", type=int, default=None,
@@ -157,8 +162,11 @@ def draw(args):
     first = f"{picture}-000.gif" if args.format == "gif" else f"{picture}.{args.format}"
     check_free([os.path.join(output_dir, first)], args.force)
     drawer = load_run(args.run_dir, args.checkpoint)
-    draw_options = dict(temperature=args.temperature, greedy=args.greedy, seed=seed)
+    draw_options = dict(temperature=args.temperature, greedy=args.greedy, seed=seed,
+                        pen_temperature=args.pen_temperature)
     tau = "greedy" if args.greedy else f"tau {args.temperature:g}"
+    if args.pen_temperature is not None and not args.greedy:
+        tau += f", pen {args.pen_temperature:g}"
 
     def drawn_labels(count):
         """The labels of `count` sketches drawn from the seed's streams 0, 1, ..."""
@@ -261,14 +269,19 @@ def redraw_pictures(args, drawer, draw_options, drawn_labels):
 
 
 def picture_name(args, seed, indices=None):
-    """<mode>-t<temperature>-s<seed>, "greedy" for the temperature with --greedy; an
-    interpolation names its two test sketches after the mode (`indices`, from parse_indices),
-    then what it does other than the default (lerp, independent noise)."""
+    """<mode>-t<temperature>-s<seed>, "greedy" for the temperature with --greedy, and
+    -p<pen temperature> after the temperature with --pen_temperature; an interpolation names
+    its two test sketches after the mode (`indices`, from parse_indices), then what it does
+    other than the default (lerp, independent noise)."""
+    def decimals(t):  # two, more only where they are needed
+        return f"{t:.2f}" if round(t, 2) == t else f"{t:g}"
+
     if args.greedy:
         tau = "greedy"
-    else:  # two decimals, more only where they are needed
-        t = args.temperature
-        tau = f"t{t:.2f}" if round(t, 2) == t else f"t{t:g}"
+    else:
+        tau = f"t{decimals(args.temperature)}"
+        if args.pen_temperature is not None:
+            tau += f"-p{decimals(args.pen_temperature)}"
     variant = ""
     if args.mode == "interpolate":
         first, last = indices
@@ -297,6 +310,9 @@ def check_args(args):
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         raise ValueError(f"--temperature must be a finite number > 0 (use --greedy for the limit), "
                          f"got {args.temperature}")
+    if args.pen_temperature is not None and not (math.isfinite(args.pen_temperature)
+                                                 and args.pen_temperature > 0):
+        raise ValueError(f"--pen_temperature must be a finite number > 0, got {args.pen_temperature}")
     if not (args.cell_size == 0 or 20 < args.cell_size <= MAX_CELL_SIZE):
         raise ValueError(f"--cell_size must be more than 20 and at most {MAX_CELL_SIZE} pixels "
                          f"(or 0), got {args.cell_size:g}")

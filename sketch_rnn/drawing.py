@@ -224,7 +224,7 @@ class SketchRNNDrawer:
     # -- drawing sketches --
 
     def decode(self, z, temperature=1.0, greedy=False, seed=None, max_steps=None,
-               shared_noise=False):
+               shared_noise=False, pen_temperature=None):
         """Draws one sketch per latent vector.
 
         Args:
@@ -237,6 +237,9 @@ class SketchRNNDrawer:
             shared_noise: every sketch uses the same random draws (those sketch 0 would
                 use), so sketches differ only by their z and temperature; by default each
                 has its own.
+            pen_temperature: tau for the pen states alone, > 0, one for all or (B,); None
+                (the default, the paper's rule) uses `temperature`. At tau 0.3, 1 ends the
+                sketches where the model would and avoids most loops (see `sample_stroke`).
 
         Returns:
             list of B stroke-3 arrays (model units), each cut at its end token.
@@ -253,10 +256,11 @@ class SketchRNNDrawer:
             return []
         _, noise = self._random_draws(len(z), seed, max_steps, with_z=False,
                                       shared_noise=shared_noise)
-        stroke5 = self.sample_stroke5(z, noise, temperature, greedy)
+        stroke5 = self.sample_stroke5(z, noise, temperature, greedy, pen_temperature=pen_temperature)
         return [to_stroke3(s) for s in stroke5]
 
-    def sample(self, n, temperature=1.0, greedy=False, seed=None, max_steps=None):
+    def sample(self, n, temperature=1.0, greedy=False, seed=None, max_steps=None,
+               pen_temperature=None):
         """Draws n sketches unconditionally: from z ~ N(0, I), or from no z for a decoder-only model.
 
         Args and Returns: as `decode`, for n sketches.
@@ -264,25 +268,25 @@ class SketchRNNDrawer:
         if n < 1:
             raise ValueError(f"the number of sketches must be at least 1, got {n}")
         z, noise = self._random_draws(n, seed, max_steps, with_z=self.hps.conditional)
-        stroke5 = self.sample_stroke5(z, noise, temperature, greedy)
+        stroke5 = self.sample_stroke5(z, noise, temperature, greedy, pen_temperature=pen_temperature)
         return [to_stroke3(s) for s in stroke5]
 
     def reconstruct(self, sketches, temperature=1.0, greedy=False, seed=None, max_steps=None,
-                    shared_noise=False):
+                    shared_noise=False, pen_temperature=None):
         """Encodes sketches (to z_mean) and decodes them: `decode(encode(sketches), ...)`,
         with `decode`'s options."""
         return self.decode(self.encode(sketches), temperature, greedy, seed, max_steps,
-                           shared_noise)
+                           shared_noise, pen_temperature)
 
     def interpolate(self, sketch_a, sketch_b, steps=10, method="slerp", temperature=1.0,
-                    greedy=False, seed=None, shared_noise=True):
+                    greedy=False, seed=None, shared_noise=True, pen_temperature=None):
         """Decodes `steps` points between the latent vectors of two sketches.
 
         Args:
             sketch_a, sketch_b: stroke-3 arrays (model units).
             steps: sketches to draw, the two ends included.
             method: "slerp" or "lerp" (see `interpolate`).
-            temperature, greedy, seed: as `decode`.
+            temperature, greedy, seed, pen_temperature: as `decode`.
             shared_noise: True (the default) draws every frame with the same random draws,
                 so neighbouring frames differ only by z; False gives each its own, as
                 `decode` does by default.
@@ -292,12 +296,12 @@ class SketchRNNDrawer:
         """
         z0, z1 = self.encode([sketch_a, sketch_b])
         return self.decode(interpolate(z0, z1, steps, method), temperature, greedy, seed,
-                           shared_noise=shared_noise)
+                           shared_noise=shared_noise, pen_temperature=pen_temperature)
 
     # -- completing a sketch --
 
     def complete(self, prefix, n=1, temperature=1.0, z="encode", greedy=False, seed=None,
-                 max_steps=None):
+                 max_steps=None, pen_temperature=None):
         """Draws n continuations of a partial sketch.
 
         The decoder reads the start token and the prefix's points teacher-forced, as in
@@ -311,7 +315,7 @@ class SketchRNNDrawer:
                 `load_sketches` gives them; divide a drawing in the data's units by it).
                 K may be 0 when z is given or the model is decoder-only.
             n: continuations to draw.
-            temperature, greedy, seed: as `decode`.
+            temperature, greedy, seed, pen_temperature: as `decode`.
             z: "encode" (the default): a conditional model draws from the prefix's own
                 latent vector (the posterior mean, `encode([prefix])`) and a decoder-only
                 model from no z; or a latent vector, (Nz,) for all or (n, Nz) one per
@@ -339,7 +343,8 @@ class SketchRNNDrawer:
         else:
             state, point = self._read(prefix, z, n), START_TOKEN[None]
         stroke5 = self.sample_stroke5(z, noise, temperature, greedy, state=state,
-                                      point=np.repeat(point, n, axis=0))
+                                      point=np.repeat(point, n, axis=0),
+                                      pen_temperature=pen_temperature)
         return [np.concatenate([prefix, to_stroke3(s)]) for s in stroke5]
 
     def prefix_state(self, prefix, z="encode"):
@@ -463,7 +468,8 @@ class SketchRNNDrawer:
             noise[:, b, 2:] = rng.standard_normal((steps, 2))
         return (z if with_z else None), noise
 
-    def sample_stroke5(self, z, noise, temperature=1.0, greedy=False, state=None, point=None):
+    def sample_stroke5(self, z, noise, temperature=1.0, greedy=False, state=None, point=None,
+                       pen_temperature=None):
         """The compiled sampling loop itself, with the random draws given.
 
         Args:
@@ -476,6 +482,7 @@ class SketchRNNDrawer:
                 states side by side; by default its initial state (eq. 4).
             point: (B, 5) stroke-5, the first point the decoder reads; by default the start
                 token S0. `complete` gives the state after a prefix and its last point.
+            pen_temperature: tau > 0 for the pen states, scalar or (B,); None: `temperature`.
 
         Returns:
             (B, S, 5) float32 stroke-5 points drawn after `point`, S <= T the number of
@@ -495,11 +502,14 @@ class SketchRNNDrawer:
         else:
             z = np.zeros((batch, 0), np.float32)  # the decoder's kernel has no z rows either
         temperature = np.broadcast_to(np.asarray(temperature, np.float32), (batch,))
+        pen_temperature = (temperature if pen_temperature is None else
+                           np.broadcast_to(np.asarray(pen_temperature, np.float32), (batch,)))
         if greedy:  # the most likely choices: no temperature (0, the limit, is fine too)
-            temperature = np.ones((batch,), np.float32)
-        if not np.all(temperature > 0):
-            raise ValueError(f"temperature must be > 0 (greedy=True is the limit tau -> 0), "
-                             f"got {temperature.min()}")
+            temperature = pen_temperature = np.ones((batch,), np.float32)
+        for name, tau in (("temperature", temperature), ("pen_temperature", pen_temperature)):
+            if not np.all(tau > 0):
+                raise ValueError(f"{name} must be > 0 (greedy=True is the limit tau -> 0), "
+                                 f"got {tau.min()}")
         cell = self.model.get_layer("decoder_lstm").cell
         state = self._start_state(z, batch) if state is None else np.asarray(state, np.float32)
         if state.shape != (batch, sum(cell.state_sizes)):
@@ -512,7 +522,7 @@ class SketchRNNDrawer:
         if self._sampling_loop is None:
             self._sampling_loop = self._compile_sampling_loop()
         strokes, steps_run = self._sampling_loop(z, state, point, noise, temperature,
-                                                 np.bool_(greedy))
+                                                 pen_temperature, np.bool_(greedy))
         strokes = ops.convert_to_numpy(strokes)[:int(steps_run)]  # (S, B, 5)
         return np.transpose(strokes, (1, 0, 2))
 
@@ -522,7 +532,7 @@ class SketchRNNDrawer:
         cell = self.model.get_layer("decoder_lstm").cell
         head = self.model.get_layer("mixture_head")
 
-        def loop(z, state, point, noise, temperature, greedy):
+        def loop(z, state, point, noise, temperature, pen_temperature, greedy):
             # Uncompiled (jit_compile=False), the inputs may be NumPy arrays: a NumPy array
             # indexed by the while loop's traced step fails on JAX.
             noise = ops.convert_to_tensor(noise)
@@ -538,7 +548,8 @@ class SketchRNNDrawer:
             def step(t, point, state, strokes, done):
                 # The decoder's own cell step, without dropout or padding mask.
                 h, state = cell.step(cell.input_projection(point) + constant, state, None, weights)
-                point = sample_stroke(head(h), hps.num_mixture, noise[t], temperature, greedy)
+                point = sample_stroke(head(h), hps.num_mixture, noise[t], temperature, greedy,
+                                      pen_temperature)
                 strokes = ops.slice_update(strokes, [t, 0, 0], ops.expand_dims(point, 0))
                 return t + 1, point, tuple(state), strokes, ops.logical_or(done, point[:, 4] > 0.5)
 
@@ -550,7 +561,7 @@ class SketchRNNDrawer:
         z_size = hps.z_size if hps.conditional else 0
         signature = [((None, z_size), "float32"), ((None, sum(cell.state_sizes)), "float32"),
                      ((None, 5), "float32"), ((None, None, 4), "float32"),
-                     ((None,), "float32"), ((), "bool")]
+                     ((None,), "float32"), ((None,), "float32"), ((), "bool")]
         return backend.compile_function(loop, signature, self.jit_compile)
 
     # -- data --

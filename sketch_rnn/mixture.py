@@ -87,7 +87,7 @@ def reconstruction_loss(targets, params, num_mixture, max_seq_len, mask_pen=Fals
     return total / ops.cast(rows * max_seq_len, "float32")
 
 
-def sample_stroke(params, num_mixture, noise, temperature, greedy):
+def sample_stroke(params, num_mixture, noise, temperature, greedy, pen_temperature=None):
     """Draws the next stroke-5 point of each sketch from the decoder head's output.
 
     Temperature tau as the paper defines it: the logits of the mixture weights and of the
@@ -102,6 +102,12 @@ def sample_stroke(params, num_mixture, noise, temperature, greedy):
     Categories are drawn by inverse CDF, as the official `get_pi_idx`: the first index whose
     cumulative probability reaches the uniform draw.
 
+    `pen_temperature`, when given, divides the pen logits instead of tau (not in the paper):
+    at a low tau the paper's rule also sharpens the pen states toward the likeliest one, pen
+    down, so the rarer lifts and end token come late or never and the pen goes round in
+    loops; with the pen at 1, the offsets are tidy and the pen lifts and stops as the model
+    expects.
+
     Args:
         params: (B, 6M + 3), the mixture head's output for one step.
         num_mixture: M.
@@ -110,6 +116,7 @@ def sample_stroke(params, num_mixture, noise, temperature, greedy):
         temperature: scalar or (B,), > 0.
         greedy: bool; True takes the most likely component and pen state and the chosen
             Gaussian's mean, ignoring noise and temperature.
+        pen_temperature: scalar or (B,), > 0, for the pen states; None: `temperature`.
 
     Returns:
         (B, 5) stroke-5 points (dx, dy, p1, p2, p3), the pen state one-hot.
@@ -117,7 +124,9 @@ def sample_stroke(params, num_mixture, noise, temperature, greedy):
     coef = get_mixture_coef(params, num_mixture)
     tau = ops.reshape(ops.cast(temperature, params.dtype), (-1, 1))  # (B, 1) or (1, 1)
     component = _draw_one_hot(coef["pi_logits"], tau, noise[:, 0], greedy)  # (B, M)
-    pen = _draw_one_hot(coef["pen_logits"], tau, noise[:, 1], greedy)  # (B, 3)
+    pen_tau = tau if pen_temperature is None else ops.reshape(
+        ops.cast(pen_temperature, params.dtype), (-1, 1))
+    pen = _draw_one_hot(coef["pen_logits"], pen_tau, noise[:, 1], greedy)  # (B, 3)
 
     def chosen(name):
         return ops.sum(coef[name] * component, axis=-1)  # (B,)

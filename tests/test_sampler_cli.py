@@ -206,6 +206,8 @@ def test_flags_that_do_nothing_in_a_mode_are_refused(flags, fragment, tmp_path):
     (["--mode=interpolate", "--indices=2,5", "--method=lerp", "--independent_noise", "--greedy"],
      "interpolate-2-5-lerp-independent-greedy-s7"),
     (["--mode=complete", "--temperature=1"], "complete-t1.00-s7"),
+    (["--temperature=0.3", "--pen_temperature=1"], "sample-t0.30-p1.00-s7"),
+    (["--greedy", "--pen_temperature=1"], "sample-greedy-s7"),  # greedy takes no temperature
 ])
 def test_picture_names_tell_the_drawings_apart(flags, name):
     args = seq2seqVAE_sample.parse_args(["--run_dir=x", *flags])

@@ -101,16 +101,20 @@ def test_decoder_sub_models_match_the_teacher_forced_full_model(conditional, cel
         np.testing.assert_allclose(params[:, 0], expected[:, t], atol=1e-5, err_msg=f"step {t}")
 
 
-def reference_sample(drawer, z, noise, temperature, greedy, state=None, point=None):
+def reference_sample(drawer, z, noise, temperature, greedy, state=None, point=None,
+                     pen_temperature=None):
     """The official sample(), batched over sketches, with the decoder_step sub-model and NumPy.
 
     It starts from the decoder's initial state reading the start token, or from `state` (a
-    list in the cell's order) reading `point` (B, 5).
+    list in the cell's order) reading `point` (B, 5). `pen_temperature` (ours, not official)
+    divides the pen logits instead of the temperature.
     """
     hps = drawer.hps
     m = hps.num_mixture
     steps, batch, _ = noise.shape
     temperature = np.broadcast_to(np.asarray(temperature, np.float64), (batch,))
+    pen_temperature = temperature if pen_temperature is None else np.broadcast_to(
+        np.asarray(pen_temperature, np.float64), (batch,))
     if state is None:
         state = initial_state(drawer, z, batch)
     if point is None:
@@ -133,7 +137,7 @@ def reference_sample(drawer, z, noise, temperature, greedy, state=None, point=No
             pen_logits, rest = params[b, :3], params[b, 3:]
             pi, mu_x, mu_y, log_sx, log_sy, rho = rest.reshape(6, m)
             k = pick(pi, noise[t, b, 0], temperature[b])
-            pen = pick(pen_logits, noise[t, b, 1], temperature[b])
+            pen = pick(pen_logits, noise[t, b, 1], pen_temperature[b])
             mean = np.array([mu_x[k], mu_y[k]])
             if greedy:
                 offset = mean
@@ -171,8 +175,11 @@ def test_compiled_sampler_matches_step_by_step_reference(conditional, greedy, ma
     z = np.random.default_rng(2).normal(size=(batch, 4)).astype(np.float32) if conditional else None
     noise = draws(4, steps, batch)
     temperature = np.array([0.1, 0.3, 0.6, 1.0, 1.5], np.float32)
-    ours = drawer.sample_stroke5(z, noise, temperature, greedy)
-    expected = reference_sample(drawer, z, noise, temperature, greedy)
+    # the pen's own temperature in half the cases (greedy ignores both)
+    pen_temperature = np.array([1.0, 1.0, 0.2, 0.5, 1.0], np.float32) if conditional else None
+    ours = drawer.sample_stroke5(z, noise, temperature, greedy, pen_temperature=pen_temperature)
+    expected = reference_sample(drawer, z, noise, temperature, greedy,
+                                pen_temperature=pen_temperature)
     assert ours.shape == expected.shape
     # bf16: the compiled loop and the step model may round a product's result to bf16 at
     # different points (XLA fuses the casts on JAX), a few 1e-3 after several steps and up to
@@ -182,25 +189,39 @@ def test_compiled_sampler_matches_step_by_step_reference(conditional, greedy, ma
     np.testing.assert_allclose(ours, expected, atol=1e-4 if matmul_dtype == "float32" else 3e-2)
 
 
-def test_temperature_scales_logits_and_variances_as_the_paper():
-    """With a head that ignores its input, every point is drawn from one known mixture."""
+PEN_LOGITS, PI_LOGITS = [1.0, 0.0, -1.0], [0.0, 1.0]  # a known mixture: see known_mixture
+
+
+def known_mixture():
+    """A drawer whose head ignores its input: every point is drawn from one known mixture,
+    PEN_LOGITS and PI_LOGITS, components at x = -50 and x = +50 with sigma_x 1.5, sigma_y 0.5
+    and rho 0.6."""
     hps = HParams.parse(TINY + ",num_mixture=2")
     model = build_model(hps)
     head = model.get_layer("mixture_head")
-    pen_logits, pi_logits = [1.0, 0.0, -1.0], [0.0, 1.0]
     sigma_x, sigma_y, rho = 1.5, 0.5, 0.6
-    bias = np.concatenate([pen_logits, pi_logits, [-50, 50], [0, 0], [math.log(sigma_x)] * 2,
+    bias = np.concatenate([PEN_LOGITS, PI_LOGITS, [-50, 50], [0, 0], [math.log(sigma_x)] * 2,
                            [math.log(sigma_y)] * 2, [math.atanh(rho)] * 2]).astype(np.float32)
     head.kernel.assign(np.zeros(head.kernel.shape, np.float32))
     head.bias.assign(bias)
-    drawer = SketchRNNDrawer(model)
+    return SketchRNNDrawer(model), (sigma_x, sigma_y, rho)
+
+
+def softmax_at(logits, tau):
+    e = np.exp(np.asarray(logits) / tau)
+    return e / e.sum()
+
+
+def test_temperature_scales_logits_and_variances_as_the_paper():
+    drawer, (sigma_x, sigma_y, rho) = known_mixture()
+    hps = drawer.hps
+    pen_logits, pi_logits = PEN_LOGITS, PI_LOGITS
     tau, n = 0.4, 20000
     z = np.zeros((n, hps.z_size), np.float32)
     points = drawer.sample_stroke5(z, draws(0, 1, n), tau, greedy=False)[:, 0]  # (n, 5)
 
     def softmax(logits):
-        e = np.exp(np.asarray(logits) / tau)
-        return e / e.sum()
+        return softmax_at(logits, tau)
 
     second = points[:, 0] > 0  # the components sit at x = -50 and x = +50
     assert second.mean() == pytest.approx(softmax(pi_logits)[1], abs=0.02)
@@ -215,6 +236,24 @@ def test_temperature_scales_logits_and_variances_as_the_paper():
     greedy = drawer.sample(3, greedy=True, seed=1, max_steps=5)
     for sketch in greedy:  # component 2's mean, pen p1, never ending
         np.testing.assert_allclose(sketch, np.tile([50.0, 0.0, 0.0], (5, 1)))
+
+
+def test_the_pen_temperature_sets_the_pen_states_alone():
+    """pen_temperature divides the pen logits only: the pen states follow softmax(logits / it)
+    while the component and the offset, from the same draws, are those of the paper's rule."""
+    drawer, _ = known_mixture()
+    tau, n = 0.4, 20000
+    z = np.zeros((n, drawer.hps.z_size), np.float32)
+    noise = draws(0, 1, n)
+    paper = drawer.sample_stroke5(z, noise, tau)[:, 0]
+    for pen_tau in (1.0, 2.5):
+        points = drawer.sample_stroke5(z, noise, tau, pen_temperature=pen_tau)[:, 0]
+        np.testing.assert_allclose(points[:, 2:].mean(0), softmax_at(PEN_LOGITS, pen_tau), atol=0.02)
+        np.testing.assert_array_equal(points[:, :2], paper[:, :2])
+    # None, the default, is the temperature itself: the same draws give the same points
+    np.testing.assert_array_equal(drawer.sample_stroke5(z, noise, tau, pen_temperature=tau)[:, 0], paper)
+    with pytest.raises(ValueError, match="pen_temperature must be > 0"):
+        drawer.sample(2, temperature=0.5, pen_temperature=0.0)
 
 
 def test_greedy_decoding_is_deterministic():
@@ -540,3 +579,24 @@ def test_trained_models_still_decode_their_encodings(run_dir, margin, shared_dat
     recorded = json.loads((run_dir / "test_losses.json").read_text())["reconstruction_loss"]
     assert own < recorded + 0.05
     assert own < blank - margin
+
+
+def test_the_shipped_sheep_ends_its_reconstructions_with_the_pen_at_its_own_temperature(
+        shared_datasets):
+    """At tau 0.3 the paper's rule also sharpens the pen toward "down", and many
+    reconstructions of test sheep never draw the end token: they run to max_seq_len, looping
+    over a finished sheep (49 of these 100 with seed 1 at epoch 232). With the pen at 1 they
+    end near the test sketch's own length (0 ran to the end; median length 0.95 of it)."""
+    drawer = load_run(str(ROOT / "examples" / "sheep"))
+    sketches = drawer.load_sketches(str(shared_datasets), "test")[:100]
+    z = drawer.encode(sketches)
+    limit = drawer.hps.max_seq_len - 1  # stroke-3 rows of a sketch that never ended
+
+    def lengths(**options):
+        return np.array([len(s) for s in drawer.decode(z, temperature=0.3, seed=1, **options)])
+
+    paper, pen_free = lengths(), lengths(pen_temperature=1.0)
+    assert (paper >= limit).sum() >= 25
+    assert (pen_free >= limit).sum() <= 3
+    ratio = np.median(pen_free / np.array([len(s) for s in sketches]))
+    assert 0.7 < ratio < 1.3, ratio

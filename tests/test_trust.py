@@ -619,6 +619,7 @@ def sample_main(capsys, *argv):
     ("--count=1000000000", "--count must be at most"),
     ("--temperature=inf", "--temperature must be a finite number > 0"),
     ("--temperature=nan", "--temperature must be a finite number > 0"),
+    ("--pen_temperature=0", "--pen_temperature must be a finite number > 0"),
     ("--cell_size=1e12", "--cell_size must be"),
     ("--cell_size=nan", "--cell_size must be"),
     ("--seed=4294967296", "--seed must be from 0 to 2**32 - 1"),
