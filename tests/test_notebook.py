@@ -55,6 +55,12 @@ def test_notebook_runs_on_the_shipped_model(shared_datasets):
     assert "trained on one data set" in "".join(output.get("text", "") for output in latent)
     picture = "".join(output.get("text", "") for output in outputs_of(notebook, "encode_image("))
     assert "encodes strokes (encoder=rnn)" in picture
+    pen = outputs_of(notebook, "pen_temperature=1.0")
+    ended = re.findall(r"(the paper's rule|the pen at 1): (\d+) of 10 never ended",
+                       "".join(output.get("text", "") for output in pen))
+    assert [name for name, _ in ended] == ["the paper's rule", "the pen at 1"]
+    assert int(ended[1][1]) < int(ended[0][1])  # the loops come from the pen (README)
+    assert any("image/svg+xml" in output.get("data", {}) for output in pen)
     completions = outputs_of(notebook, "drawer.complete(")
     assert sum("image/svg+xml" in output.get("data", {}) for output in completions) == 2
     # Keras prints summaries as rich display data: the text of each model's table.
