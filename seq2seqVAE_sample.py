@@ -344,6 +344,9 @@ def check_args(args):
     if args.method != "slerp" and args.mode != "interpolate":
         raise ValueError(f"--method applies to --mode=interpolate, not --mode={args.mode}")
     parse_indices(args, None)  # their form and number, before anything loads
+    if args.greedy and args.pen_temperature is not None:
+        raise ValueError("--pen_temperature applies to sampling; --greedy takes the most likely "
+                         "pen state at every step")
     if args.independent_noise and args.mode != "interpolate":
         raise ValueError(f"--independent_noise applies to --mode=interpolate, not --mode={args.mode}")
     if args.prefix is not None and args.indices is not None:

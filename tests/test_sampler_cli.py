@@ -191,6 +191,7 @@ def test_one_stroke_is_one_stroke_in_the_warning(capsys):
     (["--mode=reconstruct", "--method=lerp"], "--method applies to --mode=interpolate"),
     (["--independent_noise"], "--independent_noise applies to --mode=interpolate"),
     (["--prefix_strokes=2"], "--prefix_strokes applies to --mode=complete"),
+    (["--greedy", "--pen_temperature=1"], "--pen_temperature applies to sampling; --greedy"),
 ])
 def test_flags_that_do_nothing_in_a_mode_are_refused(flags, fragment, tmp_path):
     args = seq2seqVAE_sample.parse_args([f"--run_dir={tmp_path}", *flags])
@@ -207,7 +208,6 @@ def test_flags_that_do_nothing_in_a_mode_are_refused(flags, fragment, tmp_path):
      "interpolate-2-5-lerp-independent-greedy-s7"),
     (["--mode=complete", "--temperature=1"], "complete-t1.00-s7"),
     (["--temperature=0.3", "--pen_temperature=1"], "sample-t0.30-p1.00-s7"),
-    (["--greedy", "--pen_temperature=1"], "sample-greedy-s7"),  # greedy takes no temperature
 ])
 def test_picture_names_tell_the_drawings_apart(flags, name):
     args = seq2seqVAE_sample.parse_args(["--run_dir=x", *flags])

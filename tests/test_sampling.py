@@ -525,6 +525,9 @@ def test_sampling_command_writes_pictures(tmp_path, shared_datasets, capsys, mon
         "--seed, --temperature or --output_dir")
     assert seq2seqVAE_sample.main(common + ["--count=5", "--force"]) == 0
     assert (out / "sample-t0.50-s3.svg").read_text() == first  # seeded: the same drawing
+    assert seq2seqVAE_sample.main(common + ["--count=2", "--pen_temperature=1", "--labels"]) == 0
+    texts = ET.parse(out / "sample-t0.50-p1.00-s3.svg").getroot().iter("{http://www.w3.org/2000/svg}text")
+    assert [t.text for t in texts] == ["tau 0.5, pen 1, seed 3 #0", "tau 0.5, pen 1, seed 3 #1"]
 
     assert seq2seqVAE_sample.main(common + ["--mode=reconstruct", "--count=3", "--format=png",
                                             "--temperature=0.25"]) == 0
