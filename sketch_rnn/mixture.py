@@ -92,9 +92,11 @@ def sample_stroke(params, num_mixture, noise, temperature, greedy, pen_temperatu
 
     Temperature tau as the paper defines it: the logits of the mixture weights and of the
     pen states are divided by tau, and each Gaussian's variances sigma_x^2, sigma_y^2 are
-    multiplied by tau (so sigma by sqrt(tau)); rho is kept. magenta.js does the same. The
-    official Python `sample()` passes sqrt(tau) to `sample_gaussian_2d`, which multiplies
-    sigma by the square of its argument: sigma * tau, variances * tau^2. We follow the paper:
+    multiplied by tau (so sigma by sqrt(tau)); rho is kept. magenta.js's `getPDF` scales sigma
+    so too, but divides both kinds of logits by 0.5 + tau / 2 unless given its own
+    `softmaxTemperature` (at tau 0.3: 0.65). The official Python `sample()` passes sqrt(tau)
+    to `sample_gaussian_2d`, which multiplies sigma by the square of its argument: sigma *
+    tau, variances * tau^2. We follow the paper:
     it is the published definition, and it makes tau = 1 the model's own distribution with
     the offsets' and the choices' spread shrinking at the same rate. Below 1 the official
     rule shrinks the offsets faster (at tau = 0.1, sigma * 0.1 against ours * 0.32).
