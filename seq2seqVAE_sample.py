@@ -165,7 +165,7 @@ def draw(args):
     draw_options = dict(temperature=args.temperature, greedy=args.greedy, seed=seed,
                         pen_temperature=args.pen_temperature)
     tau = "greedy" if args.greedy else f"tau {args.temperature:g}"
-    if args.pen_temperature is not None and not args.greedy:
+    if args.pen_temperature is not None:  # check_args refuses it with --greedy
         tau += f", pen {args.pen_temperature:g}"
 
     def drawn_labels(count):

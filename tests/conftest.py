@@ -61,7 +61,7 @@ _jax_run_modules = []  # the module that started the JAX run, to end it at the s
 
 
 def in_xdist_worker(config):
-    """True in a pytest-xdist worker (pytest.ini runs the suite on two of them)."""
+    """True in a pytest-xdist worker (pytest.ini runs the suite on one per core, at most 4)."""
     return hasattr(config, "workerinput")
 
 

@@ -214,18 +214,12 @@ def softmax_at(logits, tau):
 
 def test_temperature_scales_logits_and_variances_as_the_paper():
     drawer, (sigma_x, sigma_y, rho) = known_mixture()
-    hps = drawer.hps
-    pen_logits, pi_logits = PEN_LOGITS, PI_LOGITS
     tau, n = 0.4, 20000
-    z = np.zeros((n, hps.z_size), np.float32)
+    z = np.zeros((n, drawer.hps.z_size), np.float32)
     points = drawer.sample_stroke5(z, draws(0, 1, n), tau, greedy=False)[:, 0]  # (n, 5)
-
-    def softmax(logits):
-        return softmax_at(logits, tau)
-
     second = points[:, 0] > 0  # the components sit at x = -50 and x = +50
-    assert second.mean() == pytest.approx(softmax(pi_logits)[1], abs=0.02)
-    np.testing.assert_allclose(points[:, 2:].mean(0), softmax(pen_logits), atol=0.02)
+    assert second.mean() == pytest.approx(softmax_at(PI_LOGITS, tau)[1], abs=0.02)
+    np.testing.assert_allclose(points[:, 2:].mean(0), softmax_at(PEN_LOGITS, tau), atol=0.02)
     dx = points[:, 0] - np.where(second, 50, -50)
     dy = points[:, 1]
     # Variances times tau (the paper), not tau^2 (the official Python sampler's net effect).
